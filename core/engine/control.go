@@ -1,0 +1,71 @@
+package engine
+
+import (
+	"sync"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+)
+
+// ctlHandler answers the control plane on the engine's behalf.
+type ctlHandler Engine
+
+func (h *ctlHandler) Hello(peer core.EngineDesc) (core.EngineDesc, error) {
+	e := (*Engine)(h)
+	e.log.Debug("hello from a remote engine", "peer", peer.Key, "host", peer.Host)
+	return e.Desc(), nil
+}
+
+func (h *ctlHandler) Notify(from string, msg []byte) error {
+	(*Engine)(h).notes.push(Notification{From: from, Data: append([]byte(nil), msg...)})
+	return nil
+}
+
+// Notification is a small message from another engine.
+type Notification struct {
+	From string
+	Data []byte
+}
+
+// notifications is a bounded queue: past its capacity the oldest are dropped.
+type notifications struct {
+	mu      sync.Mutex
+	cap     int
+	q       []Notification
+	dropped uint64
+}
+
+func newNotifications(capacity int) *notifications { return &notifications{cap: capacity} }
+
+func (n *notifications) push(m Notification) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.q) >= n.cap {
+		n.q = n.q[1:]
+		n.dropped++
+	}
+	n.q = append(n.q, m)
+}
+
+func (n *notifications) drain() []Notification {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	q := n.q
+	n.q = nil
+	return q
+}
+
+// Notify sends a small message to a registered remote engine over the
+// control plane.
+func (e *Engine) Notify(remote string, msg []byte) error {
+	e.mu.RLock()
+	d, ok := e.remotes[remote]
+	e.mu.RUnlock()
+	if !ok {
+		return core.Errorf(core.ErrNotFound, "notify %q: remote engine not registered", remote)
+	}
+	return e.client.Notify(d.Host, int(d.Port), e.cfg.Key, msg, 5*time.Second)
+}
+
+// PopNotifications returns and forgets the notifications received so far.
+func (e *Engine) PopNotifications() []Notification { return e.notes.drain() }

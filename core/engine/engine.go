@@ -1,0 +1,488 @@
+// Package engine is the mori-go transfer engine: the object behind MORI-IO's
+// IOEngine. It owns the memory registry, the control plane, the inbound
+// status table and the data-plane backends, checks every request before a
+// backend sees it, and tracks each transfer to its end (success, failure or
+// timeout).
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/core/control"
+	"github.com/mori-go/mori-go/core/tcp"
+)
+
+// BackendMode says how CreateBackend(RDMA) picks its data plane.
+type BackendMode string
+
+const (
+	// ModeAuto uses RDMA where a usable device exists, TCP otherwise.
+	ModeAuto BackendMode = "auto"
+	// ModeTCP always uses TCP.
+	ModeTCP BackendMode = "tcp"
+	// ModeRDMA requires RDMA and fails without it.
+	ModeRDMA BackendMode = "rdma"
+)
+
+// RDMAFactory builds an RDMA backend. It returns an error wrapping
+// core.ErrNotSupported-like causes when no device is usable.
+type RDMAFactory func(env core.BackendEnv, cfg RDMAConfig) (core.Backend, error)
+
+// RDMAConfig is MORI-IO's RdmaBackendConfig.
+type RDMAConfig struct {
+	QPPerTransfer      int    `json:"qp_per_transfer"`
+	PostBatchSize      int    `json:"post_batch_size"`
+	NumWorkerThreads   int    `json:"num_worker_threads"`
+	PollCQMode         int    `json:"poll_cq_mode"`
+	EnableNotification bool   `json:"enable_notification"`
+	Devices            string `json:"devices"` // MORI_RDMA_DEVICES syntax
+}
+
+// Config configures an engine. Only Key is required.
+type Config struct {
+	Key  string
+	Host string // address peers reach this engine at; "" means 127.0.0.1
+	Port int    // control-plane port; 0 picks a free one
+	// Secret, when set, must be shared by every engine that talks to this
+	// one: peers without it cannot connect, write or read.
+	Secret []byte
+	// TransferTimeout bounds every transfer (default 60 s).
+	TransferTimeout time.Duration
+	// HandshakeTimeout bounds RegisterRemoteEngine's handshake (default 10 s).
+	HandshakeTimeout time.Duration
+	// InboundCapacity bounds the inbound status table.
+	InboundCapacity int
+	// Mode is how an RDMA backend request is served (default auto).
+	Mode BackendMode
+	TCP  tcp.Config
+	// RDMA builds the RDMA backend; nil means none is available.
+	RDMA RDMAFactory
+	// GPU is the GPU driver; nil means GPU registrations are host memory.
+	GPU    core.GPU
+	NodeID string
+	Logger *slog.Logger
+}
+
+// Request is one element of a batch: ranges between one local and one
+// remote memory, under one uid.
+type Request struct {
+	Local  core.MemoryDesc
+	Remote core.MemoryDesc
+	Ranges []core.Range
+	UID    uint64
+}
+
+type uidKey struct {
+	peer string
+	uid  uint64
+}
+
+// Engine is one transfer engine.
+type Engine struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *core.Registry
+	inbound  *core.InboundTable
+	ctl      *control.Server
+	client   *control.Client
+	notes    *notifications
+	gpuWarn  sync.Once
+	uid      atomic.Uint64
+	instance atomic.Uint64
+
+	mu       sync.RWMutex
+	desc     core.EngineDesc
+	data     core.Backend // the data plane transfers go through
+	backends []core.Backend
+	remotes  map[string]core.EngineDesc
+	closed   bool
+
+	flightMu sync.Mutex
+	inflight map[uidKey]struct{}
+}
+
+// New starts an engine: its control plane listens at once.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Key == "" || len(cfg.Key) > core.MaxKeyLen {
+		return nil, core.Errorf(core.ErrInvalidArgs, "engine key of %d bytes, want 1..%d", len(cfg.Key), core.MaxKeyLen)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TransferTimeout <= 0 {
+		cfg.TransferTimeout = core.DefaultTransferTimeout
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = ModeAuto
+	case ModeAuto, ModeTCP, ModeRDMA:
+	default:
+		return nil, core.Errorf(core.ErrInvalidArgs, "backend mode %q: want auto, tcp or rdma", cfg.Mode)
+	}
+	e := &Engine{
+		cfg:      cfg,
+		log:      cfg.Logger.With("engine", cfg.Key),
+		reg:      core.NewRegistry(),
+		inbound:  core.NewInboundTable(cfg.InboundCapacity),
+		notes:    newNotifications(4096),
+		remotes:  make(map[string]core.EngineDesc),
+		inflight: make(map[uidKey]struct{}),
+	}
+	hostname, _ := os.Hostname()
+	nodeID := cfg.NodeID
+	if nodeID == "" {
+		nodeID = hostname
+	}
+	e.desc = core.EngineDesc{Key: cfg.Key, NodeID: nodeID, Hostname: hostname, Host: cfg.Host, PID: uint32(os.Getpid())}
+	if err := e.desc.Validate(); err != nil {
+		return nil, err
+	}
+	ctl, err := control.Listen(cfg.Host, cfg.Port, cfg.Secret, (*ctlHandler)(e), e.log)
+	if err != nil {
+		return nil, fmt.Errorf("engine %q: %w", cfg.Key, err)
+	}
+	e.ctl = ctl
+	e.client = control.NewClient(ctl, cfg.Secret)
+	e.desc.Port = uint16(ctl.Port())
+	e.log.Debug("engine up", "host", cfg.Host, "control_port", ctl.Port())
+	return e, nil
+}
+
+// Key returns the engine key.
+func (e *Engine) Key() string { return e.cfg.Key }
+
+// Logger returns the engine's logger.
+func (e *Engine) Logger() *slog.Logger { return e.log }
+
+// Desc returns the engine's descriptor, with what its backends publish.
+func (e *Engine) Desc() core.EngineDesc {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	d := e.desc
+	d.Backends = append([]core.BackendBlob(nil), e.desc.Backends...)
+	return d
+}
+
+func (e *Engine) env() core.BackendEnv {
+	return core.BackendEnv{
+		LocalKey: e.cfg.Key,
+		Host:     e.cfg.Host,
+		Registry: e.reg,
+		Inbound:  e.inbound,
+		Secret:   e.cfg.Secret,
+		GPU:      e.cfg.GPU,
+		Logger:   e.log,
+	}
+}
+
+// CreateBackend starts a data plane. Asking for RDMA gives RDMA where a
+// device is usable and TCP otherwise (Config.Mode decides); asking for TCP
+// gives TCP. Creating a backend that exists already changes nothing. It
+// returns the type actually created.
+func (e *Engine) CreateBackend(t core.BackendType, rdma RDMAConfig) (core.BackendType, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return 0, core.Errorf(core.ErrBadState, "engine %q is closed", e.cfg.Key)
+	}
+	if e.data != nil {
+		return e.data.Type(), nil
+	}
+	var b core.Backend
+	var err error
+	switch t {
+	case core.BackendTCP:
+		b, err = tcp.New(e.cfg.TCP, e.env())
+	case core.BackendRDMA:
+		b, err = e.createRDMA(rdma)
+	default:
+		return 0, core.Errorf(core.ErrInvalidArgs, "create backend %s: not supported by mori-go (use RDMA or TCP)", t)
+	}
+	if err != nil {
+		return 0, err
+	}
+	e.data = b
+	e.backends = append(e.backends, b)
+	e.desc.Backends = append(e.desc.Backends, core.BackendBlob{Type: b.Type(), Data: b.Blob()})
+	return b.Type(), nil
+}
+
+func (e *Engine) createRDMA(cfg RDMAConfig) (core.Backend, error) {
+	if e.cfg.Mode == ModeTCP {
+		e.log.Info("data plane: TCP (forced by configuration)")
+		return tcp.New(e.cfg.TCP, e.env())
+	}
+	if e.cfg.RDMA == nil {
+		if e.cfg.Mode == ModeRDMA {
+			return nil, core.Errorf(core.ErrBadState, "RDMA backend required but this build has no RDMA support")
+		}
+		e.log.Info("data plane: TCP (no RDMA support in this build)")
+		return tcp.New(e.cfg.TCP, e.env())
+	}
+	b, err := e.cfg.RDMA(e.env(), cfg)
+	if err == nil {
+		e.log.Info("data plane: RDMA")
+		return b, nil
+	}
+	if e.cfg.Mode == ModeRDMA {
+		return nil, core.Errorf(core.ErrRDMAOp, "RDMA backend required: %w", err)
+	}
+	e.log.Info("data plane: TCP (no usable RDMA device)", "reason", err.Error())
+	return tcp.New(e.cfg.TCP, e.env())
+}
+
+// DataBackend returns the data plane in use, or nil before CreateBackend.
+func (e *Engine) DataBackend() core.Backend {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.data
+}
+
+// RegisterMemory registers [ptr, ptr+size) and returns its descriptor.
+// GPU memory is checked with the GPU driver: it must be device memory of
+// device, inside one allocation. Without a driver it is treated as host
+// memory (logged once).
+func (e *Engine) RegisterMemory(ptr uintptr, size uint64, device int, loc core.MemoryLocation) (core.MemoryDesc, error) {
+	host := true
+	if loc == core.LocationGPU {
+		if e.cfg.GPU != nil {
+			if err := e.cfg.GPU.CheckDeviceRange(ptr, size, device); err != nil {
+				return core.MemoryDesc{}, core.Errorf(core.ErrGPUOp, "register memory %#x len %d on GPU %d: %w", ptr, size, device, err)
+			}
+			host = false
+		} else {
+			e.gpuWarn.Do(func() {
+				e.log.Warn("no GPU driver in this process: GPU registrations are treated as host memory")
+			})
+		}
+	}
+	r, err := e.reg.Add(ptr, size, loc, device, host)
+	if err != nil {
+		return core.MemoryDesc{}, err
+	}
+	d := core.MemoryDesc{EngineKey: e.cfg.Key, ID: r.ID, Device: int32(device), Location: loc, Addr: uint64(ptr), Size: size, NUMANode: -1}
+	if loc == core.LocationCPU {
+		d.Device = -1
+	}
+	e.mu.RLock()
+	backends := e.backends
+	e.mu.RUnlock()
+	for _, b := range backends {
+		if mb, ok := b.(core.MemoryBackend); ok {
+			blob, err := mb.RegisterMemory(r)
+			if err != nil {
+				e.reg.Remove(r.ID)
+				return core.MemoryDesc{}, fmt.Errorf("register memory %#x len %d with %s: %w", ptr, size, b.Type(), err)
+			}
+			if blob != nil {
+				d.Backends = append(d.Backends, *blob)
+			}
+		}
+	}
+	return d, nil
+}
+
+// DeregisterMemory unregisters local memory. Transfers using it fail; once
+// it returns, nothing reads or writes the memory any more.
+func (e *Engine) DeregisterMemory(d core.MemoryDesc) error {
+	if d.EngineKey != e.cfg.Key {
+		return core.Errorf(core.ErrInvalidArgs, "deregister memory %d: it belongs to engine %q, not %q", d.ID, d.EngineKey, e.cfg.Key)
+	}
+	r, err := e.reg.Remove(d.ID)
+	if err != nil {
+		return err
+	}
+	e.mu.RLock()
+	backends := e.backends
+	e.mu.RUnlock()
+	for _, b := range backends {
+		if mb, ok := b.(core.MemoryBackend); ok {
+			mb.DeregisterMemory(r)
+		}
+	}
+	return nil
+}
+
+// RegisterRemoteEngine makes a peer known and connects to it at once: the
+// control-plane handshake, then the data plane's connections, so that the
+// first transfer pays no set-up cost.
+func (e *Engine) RegisterRemoteEngine(d core.EngineDesc) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	e.mu.RLock()
+	data := e.data
+	me := e.desc
+	e.mu.RUnlock()
+	if data == nil {
+		return core.Errorf(core.ErrBadState, "register remote engine %q: create a backend first", d.Key)
+	}
+	peer, err := e.client.Hello(d.Host, int(d.Port), me, e.cfg.HandshakeTimeout)
+	if err != nil {
+		return fmt.Errorf("register remote engine %q at %s:%d: %w", d.Key, d.Host, d.Port, err)
+	}
+	if peer.Key != d.Key {
+		return core.Errorf(core.ErrInvalidArgs, "register remote engine %q: %s:%d is engine %q", d.Key, d.Host, d.Port, peer.Key)
+	}
+	if err := data.AddPeer(d); err != nil {
+		return fmt.Errorf("register remote engine %q: %w", d.Key, err)
+	}
+	e.mu.Lock()
+	e.remotes[d.Key] = d
+	e.mu.Unlock()
+	e.log.Debug("remote engine registered", "peer", d.Key, "host", d.Host)
+	return nil
+}
+
+// DeregisterRemoteEngine forgets a peer; its transfers in flight fail.
+func (e *Engine) DeregisterRemoteEngine(d core.EngineDesc) error {
+	e.mu.Lock()
+	_, ok := e.remotes[d.Key]
+	delete(e.remotes, d.Key)
+	data := e.data
+	e.mu.Unlock()
+	if !ok {
+		return core.Errorf(core.ErrNotFound, "deregister remote engine %q: not registered", d.Key)
+	}
+	if data != nil {
+		data.RemovePeer(d.Key)
+	}
+	e.inbound.FailPeer(d.Key, fmt.Sprintf("remote engine %q was deregistered", d.Key))
+	return nil
+}
+
+// AllocateTransferUID returns a new transfer uid, unique in this engine.
+func (e *Engine) AllocateTransferUID() uint64 { return e.uid.Add(1) }
+
+// Submit starts one transfer per request and returns their statuses, in
+// order. Requests that are wrong fail at once with a status saying why;
+// the others proceed asynchronously.
+func (e *Engine) Submit(op core.Op, reqs []Request) []*core.Status {
+	out := make([]*core.Status, len(reqs))
+	for i := range reqs {
+		out[i] = e.submit(op, &reqs[i])
+	}
+	return out
+}
+
+func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
+	st := core.NewStatus()
+	t := &core.Transfer{Op: op, UID: rq.UID, Peer: rq.Remote.EngineKey, Remote: rq.Remote, Status: st}
+	e.mu.RLock()
+	data, closed := e.data, e.closed
+	_, known := e.remotes[rq.Remote.EngineKey]
+	e.mu.RUnlock()
+	switch {
+	case closed:
+		t.Fail(core.ErrBadState, "engine %q is closed", e.cfg.Key)
+		return st
+	case data == nil:
+		t.Fail(core.ErrBadState, "no available backend found, create backend first")
+		return st
+	case op != core.OpRead && op != core.OpWrite:
+		t.Fail(core.ErrInvalidArgs, "unknown operation %d", op)
+		return st
+	case !known:
+		t.Fail(core.ErrNotFound, "remote engine %q is not registered", rq.Remote.EngineKey)
+		return st
+	case rq.Local.EngineKey != e.cfg.Key:
+		t.Fail(core.ErrInvalidArgs, "local memory %d belongs to engine %q, not this engine %q", rq.Local.ID, rq.Local.EngineKey, e.cfg.Key)
+		return st
+	}
+	r, err := e.reg.Get(rq.Local.ID)
+	if err == nil && (uint64(r.Addr) != rq.Local.Addr || r.Size != rq.Local.Size) {
+		err = core.Errorf(core.ErrNotFound, "local memory %d: descriptor (%#x len %d) does not match the registration (%#x len %d)", rq.Local.ID, rq.Local.Addr, rq.Local.Size, r.Addr, r.Size)
+	}
+	if err != nil {
+		t.FailErr(err)
+		return st
+	}
+	t.Local = r
+	var total uint64
+	for i, rg := range rq.Ranges {
+		if err := r.CheckRange(rg.LocalOffset, rg.Size); err != nil {
+			t.Fail(core.ErrInvalidArgs, "range %d: local %v", i, err)
+			return st
+		}
+		if end := rg.RemoteOffset + rg.Size; end < rg.RemoteOffset || end > rq.Remote.Size {
+			t.Fail(core.ErrInvalidArgs, "range %d: remote offset %d size %d exceeds remote memory %d of %d bytes", i, rg.RemoteOffset, rg.Size, rq.Remote.ID, rq.Remote.Size)
+			return st
+		}
+		total += rg.Size
+	}
+	t.Bytes = total
+	t.Ranges = core.CoalesceRanges(append([]core.Range(nil), rq.Ranges...), 0)
+	key := uidKey{peer: t.Peer, uid: t.UID}
+	e.flightMu.Lock()
+	if _, dup := e.inflight[key]; dup {
+		e.flightMu.Unlock()
+		t.Fail(core.ErrInvalidArgs, "transfer uid %d to %q is already in flight", t.UID, t.Peer)
+		return st
+	}
+	e.inflight[key] = struct{}{}
+	e.flightMu.Unlock()
+	t.Instance = e.instance.Add(1)
+	timeout := e.cfg.TransferTimeout
+	timer := time.AfterFunc(timeout, func() {
+		t.Fail(core.ErrTimeout, "timed out after %s", timeout)
+	})
+	t.OnDone(func() {
+		timer.Stop()
+		e.flightMu.Lock()
+		delete(e.inflight, key)
+		e.flightMu.Unlock()
+	})
+	data.Submit(t)
+	return st
+}
+
+// PopInboundTransferStatus returns what this engine knows of the transfer
+// that engine remote made under uid into or out of its memory. A finished
+// entry is removed by the call.
+func (e *Engine) PopInboundTransferStatus(remote string, uid uint64) (core.InboundStatus, bool) {
+	return e.inbound.Pop(core.InboundKey{Peer: remote, UID: uid})
+}
+
+// Inbound exposes the inbound table (for tests and statistics).
+func (e *Engine) Inbound() *core.InboundTable { return e.inbound }
+
+// Registry exposes the memory registry (for tests and statistics).
+func (e *Engine) Registry() *core.Registry { return e.reg }
+
+// InFlight returns the number of transfers not yet ended.
+func (e *Engine) InFlight() int {
+	e.flightMu.Lock()
+	defer e.flightMu.Unlock()
+	return len(e.inflight)
+}
+
+// Close stops the engine: transfers in flight fail, connections close.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	backends := e.backends
+	e.mu.Unlock()
+	var errs []error
+	for _, b := range backends {
+		errs = append(errs, b.Close())
+	}
+	errs = append(errs, e.ctl.Close())
+	return errors.Join(errs...)
+}

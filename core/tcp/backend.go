@@ -1,0 +1,174 @@
+package tcp
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+)
+
+// Config tunes the TCP data plane. Zero fields take the defaults, which
+// suit both loopback and 100 Gb/s links.
+type Config struct {
+	// Port to listen on; 0 picks a free one.
+	Port int
+	// Streams is the number of TCP connections to each peer (default 4).
+	Streams int
+	// ChunkSize is the most payload bytes in one frame (default 1 MiB):
+	// larger ranges are split, smaller ones coalesced.
+	ChunkSize int
+	// MaxEntries is the most ranges in one frame (default 4096).
+	MaxEntries int
+	// CopyBelow: ranges up to this size are copied into the frame buffer
+	// rather than sent as their own iovec (default 4 KiB).
+	CopyBelow int
+	// Window is the most bytes in flight on one stream (default 8 MiB).
+	Window int
+	// DialTimeout bounds connecting and the handshake (default 5 s).
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds the handshake on the target (default 5 s).
+	HandshakeTimeout time.Duration
+	// StallTimeout cuts off a stream that makes no progress while a frame
+	// is under way (default 30 s).
+	StallTimeout time.Duration
+	// ReadBuffer is the target's read buffer per stream (default 256 KiB).
+	ReadBuffer int
+	// MaxConns bounds the target's inbound streams (default 4096).
+	MaxConns int
+}
+
+func (c *Config) fill() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.Streams, 4)
+	def(&c.ChunkSize, 1<<20)
+	def(&c.MaxEntries, 4096)
+	def(&c.CopyBelow, 4<<10)
+	def(&c.Window, 8<<20)
+	def(&c.ReadBuffer, 256<<10)
+	def(&c.MaxConns, 4096)
+	defd(&c.DialTimeout, 5*time.Second)
+	defd(&c.HandshakeTimeout, 5*time.Second)
+	defd(&c.StallTimeout, 30*time.Second)
+	c.ChunkSize = min(c.ChunkSize, maxPayload)
+	c.MaxEntries = min(c.MaxEntries, maxEntries)
+	c.Window = max(c.Window, c.ChunkSize)
+}
+
+// Backend is the TCP data plane of one engine.
+type Backend struct {
+	cfg Config
+	env core.BackendEnv
+	srv *server
+
+	mu     sync.Mutex
+	peers  map[string]*peer
+	closed bool
+}
+
+var _ core.Backend = (*Backend)(nil)
+
+// New starts the data plane: it listens at once on env.Host.
+func New(cfg Config, env core.BackendEnv) (*Backend, error) {
+	cfg.fill()
+	srv, err := newServer(&cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	return &Backend{cfg: cfg, env: env, srv: srv, peers: make(map[string]*peer)}, nil
+}
+
+// Type reports core.BackendTCP.
+func (b *Backend) Type() core.BackendType { return core.BackendTCP }
+
+// Port returns the data port the backend listens on.
+func (b *Backend) Port() uint16 { return b.srv.port() }
+
+// Blob publishes the data port: u16, little-endian.
+func (b *Backend) Blob() []byte { return binary.LittleEndian.AppendUint16(nil, b.srv.port()) }
+
+// Config returns the configuration in force, defaults filled in.
+func (b *Backend) Config() Config { return b.cfg }
+
+// AddPeer connects Streams streams to the peer, replacing an earlier
+// registration of the same key.
+func (b *Backend) AddPeer(desc core.EngineDesc) error {
+	blob := desc.Blob(core.BackendTCP)
+	if len(blob) != 2 {
+		return core.Errorf(core.ErrInvalidArgs, "engine %q publishes no TCP data port", desc.Key)
+	}
+	addr := fmt.Sprintf("%s:%d", desc.Host, binary.LittleEndian.Uint16(blob))
+	if desc.Host == "" {
+		addr = fmt.Sprintf("127.0.0.1:%d", binary.LittleEndian.Uint16(blob))
+	}
+	p := newPeer(b, desc.Key, addr)
+	if err := p.connectAll(); err != nil {
+		p.close(err)
+		return err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		p.close(core.Errorf(core.ErrBadState, "engine closed"))
+		return core.Errorf(core.ErrBadState, "tcp backend closed")
+	}
+	old := b.peers[desc.Key]
+	b.peers[desc.Key] = p
+	b.mu.Unlock()
+	if old != nil {
+		old.close(core.Errorf(core.ErrConnection, "peer %q registered again", desc.Key))
+	}
+	b.env.Logger.Debug("tcp backend: peer connected", "peer", desc.Key, "addr", addr, "streams", b.cfg.Streams)
+	return nil
+}
+
+// RemovePeer closes the streams to a peer; its transfers in flight fail.
+func (b *Backend) RemovePeer(key string) {
+	b.mu.Lock()
+	p := b.peers[key]
+	delete(b.peers, key)
+	b.mu.Unlock()
+	if p != nil {
+		p.close(core.Errorf(core.ErrConnection, "remote engine %q was deregistered", key))
+	}
+}
+
+// Submit cuts the transfer into frames and queues them on the peer's streams.
+func (b *Backend) Submit(t *core.Transfer) {
+	b.mu.Lock()
+	p := b.peers[t.Peer]
+	b.mu.Unlock()
+	if p == nil {
+		t.Fail(core.ErrNotFound, "remote engine %q is not registered with the TCP backend", t.Peer)
+		return
+	}
+	if !t.Local.Host && b.env.GPU == nil {
+		t.Fail(core.ErrGPUOp, "local memory %d is GPU memory and no GPU driver is loaded", t.Local.ID)
+		return
+	}
+	p.submit(t)
+}
+
+// Close stops the listener, closes every stream and fails what is in flight.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	peers := b.peers
+	b.peers = map[string]*peer{}
+	b.mu.Unlock()
+	for _, p := range peers {
+		p.close(core.Errorf(core.ErrBadState, "engine closed"))
+	}
+	b.srv.close()
+	return nil
+}

@@ -1,0 +1,520 @@
+package tcp
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+)
+
+// frame is one request on its way to a peer, with what its response needs.
+type frame struct {
+	t       *core.Transfer
+	ranges  []core.Range
+	payload uint64 // bytes of data this frame moves
+	parts   uint32
+	buf     []byte // header, entries and small payloads
+}
+
+var framePool = sync.Pool{New: func() any { return new(frame) }}
+
+func getFrame(t *core.Transfer) *frame {
+	f := framePool.Get().(*frame)
+	f.t = t
+	return f
+}
+
+func putFrame(f *frame) {
+	f.t = nil
+	f.ranges = f.ranges[:0]
+	f.payload = 0
+	if cap(f.buf) > 1<<20 {
+		f.buf = nil
+	}
+	framePool.Put(f)
+}
+
+// peer is the set of streams to one remote engine.
+type peer struct {
+	b    *Backend
+	key  string
+	addr string
+	next atomic.Uint32
+
+	mu      sync.Mutex
+	streams []*stream
+	closed  error
+}
+
+func newPeer(b *Backend, key, addr string) *peer {
+	return &peer{b: b, key: key, addr: addr, streams: make([]*stream, b.cfg.Streams)}
+}
+
+// connectAll dials every stream in parallel.
+func (p *peer) connectAll() error {
+	errs := make([]error, len(p.streams))
+	var wg sync.WaitGroup
+	for i := range p.streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := p.dial()
+			errs[i] = err
+			p.mu.Lock()
+			p.streams[i] = s
+			p.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (p *peer) dial() (*stream, error) {
+	cfg := &p.b.cfg
+	c, err := net.DialTimeout("tcp", p.addr, cfg.DialTimeout)
+	if err != nil {
+		return nil, core.Errorf(core.ErrConnection, "connect to engine %q at %s: %w", p.key, p.addr, err)
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	c.SetDeadline(time.Now().Add(cfg.DialTimeout))
+	ch, err := readChallenge(c)
+	if err == nil && ch.Key != p.key {
+		err = core.Errorf(core.ErrNotFound, "%s is engine %q, not %q", p.addr, ch.Key, p.key)
+	}
+	if err == nil {
+		h := hello{From: p.b.env.LocalKey, To: p.key, MAC: helloMAC(p.b.env.Secret, ch.Nonce, p.b.env.LocalKey, p.key)}
+		_, err = c.Write(h.encode())
+	}
+	if err == nil {
+		err = readVerdict(c)
+	}
+	if err != nil {
+		c.Close()
+		if core.CodeOf(err) == core.ErrInternal {
+			err = core.Errorf(core.ErrConnection, "handshake with engine %q at %s: %w", p.key, p.addr, err)
+		}
+		return nil, err
+	}
+	c.SetDeadline(time.Time{})
+	s := &stream{p: p, c: c, br: bufio.NewReaderSize(c, 64<<10)}
+	s.cond = sync.NewCond(&s.mu)
+	go s.writeLoop()
+	go s.readLoop()
+	return s, nil
+}
+
+// pick returns a healthy stream, redialing broken ones. It returns nil and
+// an error when the peer cannot be reached.
+func (p *peer) pick(i int) (*stream, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed != nil {
+		return nil, p.closed
+	}
+	n := len(p.streams)
+	for k := 0; k < n; k++ {
+		s := p.streams[(i+k)%n]
+		if s != nil && s.healthy() {
+			return s, nil
+		}
+	}
+	// Every stream is down: redial one while holding the lock so that
+	// concurrent submitters wait for it rather than all dialing.
+	s, err := p.dial()
+	if err != nil {
+		return nil, err
+	}
+	p.streams[i%n] = s
+	return s, nil
+}
+
+// redial replaces broken streams in the background.
+func (p *peer) redialBroken() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed != nil {
+		return
+	}
+	for i, s := range p.streams {
+		if s != nil && !s.healthy() && !s.redialing {
+			s.redialing = true
+			go func() {
+				ns, err := p.dial()
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if err != nil {
+					p.b.env.Logger.Debug("tcp backend: redial failed", "peer", p.key, "err", err)
+					s.redialing = false
+					return
+				}
+				if p.closed != nil {
+					ns.fail(p.closed)
+					return
+				}
+				p.streams[i] = ns
+			}()
+		}
+	}
+}
+
+func (p *peer) close(err error) {
+	p.mu.Lock()
+	if p.closed == nil {
+		p.closed = err
+	}
+	streams := p.streams
+	p.mu.Unlock()
+	for _, s := range streams {
+		if s != nil {
+			s.fail(err)
+		}
+	}
+}
+
+// submit cuts t into frames and spreads them over the streams.
+func (p *peer) submit(t *core.Transfer) {
+	cfg := &p.b.cfg
+	chunk := uint64(cfg.ChunkSize)
+	var frames []*frame
+	var cur *frame
+	for _, r := range t.Ranges {
+		for off := uint64(0); off < r.Size; {
+			if cur == nil {
+				cur = getFrame(t)
+			}
+			n := min(r.Size-off, chunk-cur.payload)
+			cur.ranges = append(cur.ranges, core.Range{LocalOffset: r.LocalOffset + off, RemoteOffset: r.RemoteOffset + off, Size: n})
+			cur.payload += n
+			off += n
+			if cur.payload >= chunk || len(cur.ranges) >= cfg.MaxEntries {
+				frames = append(frames, cur)
+				cur = nil
+			}
+		}
+	}
+	if cur != nil {
+		frames = append(frames, cur)
+	}
+	for _, f := range frames {
+		f.parts = uint32(len(frames))
+	}
+	t.Begin(len(frames))
+	start := int(p.next.Add(1))
+	for i, f := range frames {
+		s, err := p.pick(start + i)
+		if err != nil {
+			t.FailErr(err)
+			for _, f := range frames[i:] {
+				putFrame(f)
+			}
+			return
+		}
+		if err := s.enqueue(f); err != nil {
+			// The stream broke between pick and enqueue: fail; the caller
+			// may retry the transfer on the redialed stream.
+			t.FailErr(err)
+			putFrame(f)
+			p.redialBroken()
+		}
+	}
+}
+
+// stream is one TCP connection to a peer, with a writer goroutine that
+// sends queued frames and a reader goroutine that matches responses to
+// frames in order.
+type stream struct {
+	p  *peer
+	c  net.Conn
+	br *bufio.Reader
+
+	mu            sync.Mutex
+	cond          *sync.Cond
+	queue         []*frame
+	inflight      []*frame
+	inflightBytes int
+	broken        error
+	redialing     bool // guarded by p.mu
+}
+
+func (s *stream) healthy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken == nil
+}
+
+func (s *stream) enqueue(f *frame) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return s.broken
+	}
+	s.queue = append(s.queue, f)
+	s.cond.Signal()
+	return nil
+}
+
+// fail breaks the stream: the connection is closed and every frame queued
+// or in flight fails with err.
+func (s *stream) fail(err error) {
+	s.mu.Lock()
+	if s.broken != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.broken = err
+	frames := append(s.inflight, s.queue...)
+	s.inflight, s.queue = nil, nil
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.c.Close()
+	for _, f := range frames {
+		f.t.FailErr(err)
+		putFrame(f)
+	}
+}
+
+func (s *stream) connErr(what string, err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return core.Errorf(core.ErrTimeout, "engine %q at %s stalled: no response for %s", s.p.key, s.p.addr, s.p.b.cfg.StallTimeout)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return core.Errorf(core.ErrConnection, "connection to engine %q at %s lost: %s: peer closed the connection", s.p.key, s.p.addr, what)
+	}
+	return core.Errorf(core.ErrConnection, "connection to engine %q at %s lost: %s: %w", s.p.key, s.p.addr, what, err)
+}
+
+func (s *stream) writeLoop() {
+	cfg := &s.p.b.cfg
+	var batch, ready []*frame
+	var used []*core.Region
+	var bufs net.Buffers
+	for {
+		s.mu.Lock()
+		for s.broken == nil && (len(s.queue) == 0 || s.inflightBytes >= cfg.Window) {
+			s.cond.Wait()
+		}
+		if s.broken != nil {
+			s.mu.Unlock()
+			return
+		}
+		batch = batch[:0]
+		bytes := s.inflightBytes
+		for len(s.queue) > 0 && bytes < cfg.Window {
+			f := s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+			batch = append(batch, f)
+			bytes += int(f.payload)
+		}
+		s.mu.Unlock()
+
+		bufs, ready, used = bufs[:0], ready[:0], used[:0]
+		for _, f := range batch {
+			if f.t.Done() {
+				// Failed or timed out while queued: nothing to send.
+				putFrame(f)
+				continue
+			}
+			var err error
+			if bufs, err = s.encode(f, bufs); err != nil {
+				f.t.FailErr(err)
+				putFrame(f)
+				continue
+			}
+			ready = append(ready, f)
+			used = append(used, f.t.Local)
+		}
+		if len(ready) == 0 {
+			continue
+		}
+		s.mu.Lock()
+		if s.broken != nil {
+			err := s.broken
+			s.mu.Unlock()
+			for i, f := range ready {
+				used[i].Release()
+				f.t.FailErr(err)
+				putFrame(f)
+			}
+			return
+		}
+		if len(s.inflight) == 0 {
+			s.c.SetReadDeadline(time.Now().Add(cfg.StallTimeout))
+		}
+		for _, f := range ready {
+			s.inflight = append(s.inflight, f)
+			s.inflightBytes += int(f.payload)
+		}
+		s.mu.Unlock()
+		_, err := bufs.WriteTo(s.c)
+		for _, r := range used {
+			r.Release()
+		}
+		if err != nil {
+			s.fail(s.connErr("write", err))
+			return
+		}
+	}
+}
+
+// encode appends the iovecs of f to bufs. It holds a Use of the local
+// region, released by the caller once the write is done.
+func (s *stream) encode(f *frame, bufs net.Buffers) (net.Buffers, error) {
+	t := f.t
+	cfg := &s.p.b.cfg
+	if err := t.Local.Use(); err != nil {
+		return bufs, err
+	}
+	typ := reqWrite
+	payload := f.payload
+	if t.Op == core.OpRead {
+		typ = reqRead
+		payload = 0
+	}
+	need := reqHeaderLen + entryLen*len(f.ranges)
+	small := 0
+	if typ == reqWrite {
+		for _, r := range f.ranges {
+			if r.Size <= uint64(cfg.CopyBelow) || !t.Local.Host {
+				small += int(r.Size)
+			}
+		}
+	}
+	if cap(f.buf) < need+small {
+		f.buf = make([]byte, need, need+small)
+	}
+	b := f.buf[:need]
+	h := reqHeader{Type: typ, MemID: t.Remote.ID, UID: t.UID, Instance: t.Instance, Parts: f.parts, Entries: uint32(len(f.ranges)), Payload: payload}
+	h.put(b)
+	for i, r := range f.ranges {
+		putEntry(b[reqHeaderLen+i*entryLen:], r.RemoteOffset, r.Size)
+	}
+	if typ == reqRead {
+		return append(bufs, b), nil
+	}
+	mark := 0
+	for _, r := range f.ranges {
+		switch {
+		case !t.Local.Host:
+			n := len(b)
+			b = b[:n+int(r.Size)]
+			if err := s.p.b.env.GPU.CopyToHost(b[n:], t.Local.Addr+uintptr(r.LocalOffset), t.Local.Device); err != nil {
+				t.Local.Release()
+				return bufs, core.Errorf(core.ErrGPUOp, "copy from device memory %d: %w", t.Local.ID, err)
+			}
+		case r.Size <= uint64(cfg.CopyBelow):
+			b = append(b, t.Local.Bytes(r.LocalOffset, r.Size)...)
+		default:
+			bufs = append(bufs, b[mark:])
+			mark = len(b)
+			bufs = append(bufs, t.Local.Bytes(r.LocalOffset, r.Size))
+		}
+	}
+	if mark < len(b) {
+		bufs = append(bufs, b[mark:])
+	}
+	f.buf = b
+	return bufs, nil
+}
+
+func (s *stream) readLoop() {
+	var hb [respHeaderLen]byte
+	msg := make([]byte, 0, 256)
+	for {
+		if _, err := io.ReadFull(s.br, hb[:]); err != nil {
+			s.fail(s.connErr("read response", err))
+			return
+		}
+		h, err := parseRespHeader(hb[:])
+		if err != nil {
+			s.fail(core.Errorf(core.ErrConnection, "engine %q at %s sent a bad response: %w", s.p.key, s.p.addr, err))
+			return
+		}
+		msg = msg[:h.MsgLen]
+		if _, err := io.ReadFull(s.br, msg); err != nil {
+			s.fail(s.connErr("read response", err))
+			return
+		}
+		s.mu.Lock()
+		if len(s.inflight) == 0 {
+			s.mu.Unlock()
+			s.fail(core.Errorf(core.ErrConnection, "engine %q at %s sent a response to no request", s.p.key, s.p.addr))
+			return
+		}
+		f := s.inflight[0]
+		s.mu.Unlock()
+		want := respAck
+		if f.t.Op == core.OpRead {
+			want = respData
+		}
+		if h.Type != want || (h.Code == core.StatusSuccess && h.Type == respData && h.Payload != f.payload) ||
+			(h.Type == respAck && h.Payload != 0) {
+			s.fail(core.Errorf(core.ErrConnection, "engine %q at %s sent a response out of step (type %#x, %d bytes)", s.p.key, s.p.addr, h.Type, h.Payload))
+			return
+		}
+		var ferr error
+		if h.Code != core.StatusSuccess {
+			ferr = core.Errorf(ErrRefusedCode(h.Code), "engine %q refused: %s", s.p.key, msg)
+		} else if h.Type == respData {
+			if err := s.readData(f); err != nil {
+				s.fail(err)
+				return
+			}
+		}
+		s.mu.Lock()
+		s.inflight[0] = nil
+		s.inflight = s.inflight[1:]
+		s.inflightBytes -= int(f.payload)
+		if len(s.inflight) == 0 {
+			s.c.SetReadDeadline(time.Time{})
+		} else {
+			s.c.SetReadDeadline(time.Now().Add(s.p.b.cfg.StallTimeout))
+		}
+		s.cond.Signal()
+		s.mu.Unlock()
+		if ferr != nil {
+			f.t.FailErr(ferr)
+		} else {
+			f.t.PartDone()
+		}
+		putFrame(f)
+	}
+}
+
+// readData reads a read response's payload into the local region.
+func (s *stream) readData(f *frame) error {
+	t := f.t
+	if err := t.Local.Use(); err != nil {
+		// The local memory is gone: drain the payload to stay in step.
+		t.FailErr(err)
+		if _, err := io.CopyN(io.Discard, s.br, int64(f.payload)); err != nil {
+			return s.connErr("read data", err)
+		}
+		return nil
+	}
+	defer t.Local.Release()
+	for _, r := range f.ranges {
+		if t.Local.Host {
+			if _, err := io.ReadFull(s.br, t.Local.Bytes(r.LocalOffset, r.Size)); err != nil {
+				return s.connErr("read data", err)
+			}
+			continue
+		}
+		buf := make([]byte, r.Size)
+		if _, err := io.ReadFull(s.br, buf); err != nil {
+			return s.connErr("read data", err)
+		}
+		if err := s.p.b.env.GPU.CopyFromHost(t.Local.Addr+uintptr(r.LocalOffset), buf, t.Local.Device); err != nil {
+			t.Fail(core.ErrGPUOp, "copy to device memory %d: %v", t.Local.ID, err)
+		}
+	}
+	return nil
+}

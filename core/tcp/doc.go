@@ -1,0 +1,21 @@
+// Package tcp is the data plane that works everywhere: one-sided reads and
+// writes over TCP with the semantics of RDMA.
+//
+// An initiator holds several TCP streams to each peer. A transfer is cut into
+// frames of at most ChunkSize bytes (large ranges split, small ranges
+// coalesced, up to MaxEntries ranges a frame), frames are spread over the
+// streams and written with vectored I/O straight from registered memory. The
+// target checks every frame against its own registry before it touches
+// memory, reads the payload straight into the registered region, and
+// answers each frame in order on the same stream. A frame whose request is
+// wrong is answered with an error and the stream goes on; a stream that
+// breaks the protocol is closed.
+//
+// Wire format, little-endian, after a handshake (see handshake.go):
+//
+//	request  (40 bytes): magic u16 | type u8 | flags u8 | mem id u32 | uid u64 |
+//	                     instance u64 | parts u32 | entries u32 | payload u64
+//	         then entries × (remote offset u64, size u64), then the payload (writes)
+//	response (16 bytes): magic u16 | type u8 | code u8 | message length u32 | payload u64
+//	         then the message, then the payload (reads)
+package tcp

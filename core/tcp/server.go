@@ -1,0 +1,358 @@
+package tcp
+
+import (
+	"bufio"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+)
+
+// server accepts peers' streams and serves their frames into local memory.
+type server struct {
+	cfg    *Config
+	env    core.BackendEnv
+	ln     net.Listener
+	log    *slog.Logger
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func newServer(cfg *Config, env core.BackendEnv) (*server, error) {
+	host := env.Host
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(cfg.Port)))
+	if err != nil {
+		return nil, core.Errorf(core.ErrConnection, "tcp backend: listen on %s:%d: %w", host, cfg.Port, err)
+	}
+	s := &server{cfg: cfg, env: env, ln: ln, log: env.Logger, conns: make(map[net.Conn]struct{})}
+	s.wg.Add(1)
+	go s.accept()
+	return s, nil
+}
+
+func (s *server) port() uint16 { return uint16(s.ln.Addr().(*net.TCPAddr).Port) }
+
+func (s *server) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("tcp backend: accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.mu.Lock()
+		if s.closed || len(s.conns) >= s.cfg.MaxConns {
+			n := len(s.conns)
+			s.mu.Unlock()
+			s.log.Warn("tcp backend: refusing connection", "remote", c.RemoteAddr(), "conns", n)
+			c.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			err := s.serve(c)
+			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Warn("tcp backend: closed a peer stream", "remote", c.RemoteAddr().String(), "err", err)
+			}
+			c.Close()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+func (s *server) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.ln.Close()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// stallReader refreshes a read deadline at each read while armed, so that
+// a peer that stops sending in the middle of a frame is cut off after the
+// stall timeout, while an idle stream between frames waits for ever.
+type stallReader struct {
+	c     net.Conn
+	stall time.Duration
+	armed bool
+}
+
+func (r *stallReader) Read(p []byte) (int, error) {
+	if r.armed {
+		r.c.SetReadDeadline(time.Now().Add(r.stall))
+	}
+	return r.c.Read(p)
+}
+
+func (r *stallReader) arm(on bool) {
+	r.armed = on
+	if !on {
+		r.c.SetReadDeadline(time.Time{})
+	}
+}
+
+// handshake authenticates the initiator and returns its engine key.
+func (s *server) handshake(c net.Conn, br *bufio.Reader) (string, error) {
+	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	defer c.SetDeadline(time.Time{})
+	ch, err := newChallenge(s.env.LocalKey)
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.Write(ch.encode()); err != nil {
+		return "", fmt.Errorf("send challenge: %w", err)
+	}
+	h, err := readHello(br)
+	if err != nil {
+		return "", err
+	}
+	refuse := func(code core.StatusCode, format string, args ...any) (string, error) {
+		msg := fmt.Sprintf(format, args...)
+		c.Write(encodeVerdict(code, msg))
+		return "", fmt.Errorf("handshake from %q: %s", h.From, msg)
+	}
+	if h.To != s.env.LocalKey {
+		return refuse(core.ErrNotFound, "this is engine %q, not %q", s.env.LocalKey, h.To)
+	}
+	want := helloMAC(s.env.Secret, ch.Nonce, h.From, h.To)
+	if !hmac.Equal(want[:], h.MAC[:]) {
+		if len(s.env.Secret) == 0 {
+			return refuse(core.ErrInvalidArgs, "authentication offered but this engine has no secret")
+		}
+		return refuse(core.ErrInvalidArgs, "authentication failed: wrong or missing shared secret")
+	}
+	if _, err := c.Write(encodeVerdict(core.StatusSuccess, "")); err != nil {
+		return "", err
+	}
+	return h.From, nil
+}
+
+// connState is the per-stream scratch of the serving loop, reused frame
+// after frame.
+type connState struct {
+	peer    string
+	c       net.Conn
+	sr      *stallReader
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	hdr     [reqHeaderLen]byte
+	entries []byte
+	ranges  []core.Range
+	bufs    net.Buffers
+	stage   []byte
+}
+
+func (s *server) serve(c net.Conn) error {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	sr := &stallReader{c: c, stall: s.cfg.StallTimeout}
+	st := &connState{c: c, sr: sr, br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(c, 16<<10)}
+	peer, err := s.handshake(c, st.br)
+	if err != nil {
+		return err
+	}
+	st.peer = peer
+	s.log.Debug("tcp backend: peer stream up", "peer", peer, "remote", c.RemoteAddr().String())
+	for {
+		sr.arm(false)
+		if _, err := st.br.Peek(1); err != nil {
+			return err
+		}
+		sr.arm(true)
+		if err := s.serveFrame(st); err != nil {
+			return fmt.Errorf("stream from %q: %w", peer, err)
+		}
+		if st.br.Buffered() == 0 {
+			if err := st.bw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// serveFrame reads one request and answers it. A returned error closes the
+// stream: the peer broke the protocol or the connection failed. A request
+// that is well formed but wrong is answered with an error instead.
+func (s *server) serveFrame(st *connState) error {
+	if _, err := io.ReadFull(st.br, st.hdr[:]); err != nil {
+		return err
+	}
+	h, err := parseReqHeader(st.hdr[:])
+	if err != nil {
+		return err
+	}
+	n := int(h.Entries) * entryLen
+	if cap(st.entries) < n {
+		st.entries = make([]byte, n)
+	}
+	st.entries = st.entries[:n]
+	if _, err := io.ReadFull(st.br, st.entries); err != nil {
+		return err
+	}
+	var total uint64
+	st.ranges, total, err = parseEntries(st.entries, st.ranges)
+	if err != nil {
+		return err
+	}
+	if h.Type == reqWrite && total != h.Payload {
+		return fmt.Errorf("%w: entries add up to %d bytes, header says %d", core.ErrMalformed, total, h.Payload)
+	}
+	key := core.InboundKey{Peer: st.peer, UID: h.UID}
+	region, verr := s.check(&h, st.ranges)
+	if verr == nil {
+		verr = s.env.Inbound.Admit(key, h.Instance, h.Parts)
+	} else {
+		s.env.Inbound.Refuse(key, h.Instance, h.Parts, verr)
+	}
+	if verr == nil {
+		if verr = region.Use(); verr != nil {
+			s.env.Inbound.Complete(key, h.Instance, verr)
+		}
+	}
+	if verr != nil {
+		if h.Type == reqWrite {
+			if _, err := io.CopyN(io.Discard, st.br, int64(h.Payload)); err != nil {
+				return err
+			}
+		}
+		s.log.Debug("tcp backend: refused a request", "peer", st.peer, "uid", h.UID, "err", verr)
+		return s.respond(st, h.Type, core.CodeOf(verr), verr.Error(), 0)
+	}
+	if h.Type == reqWrite {
+		err = s.receive(st, region, st.ranges)
+		region.Release()
+		s.env.Inbound.Complete(key, h.Instance, err)
+		if err != nil {
+			return err
+		}
+		return s.respond(st, reqWrite, core.StatusSuccess, "", 0)
+	}
+	err = s.sendData(st, region, st.ranges, total)
+	region.Release()
+	s.env.Inbound.Complete(key, h.Instance, err)
+	return err
+}
+
+// check validates a request against the registry without touching memory.
+func (s *server) check(h *reqHeader, ranges []core.Range) (*core.Region, error) {
+	r, err := s.env.Registry.Get(h.MemID)
+	if err != nil {
+		return nil, err
+	}
+	for i, e := range ranges {
+		if err := r.CheckRange(e.RemoteOffset, e.Size); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	if !r.Host && s.env.GPU == nil {
+		return nil, core.Errorf(core.ErrGPUOp, "memory %d is GPU memory and no GPU driver is loaded", r.ID)
+	}
+	return r, nil
+}
+
+// receive reads a write's payload into the region, straight into its
+// memory when the CPU can address it, through a staging buffer otherwise.
+func (s *server) receive(st *connState, r *core.Region, ranges []core.Range) error {
+	for _, e := range ranges {
+		if r.Host {
+			if _, err := io.ReadFull(st.br, r.Bytes(e.RemoteOffset, e.Size)); err != nil {
+				return err
+			}
+			continue
+		}
+		for done := uint64(0); done < e.Size; {
+			n := min(e.Size-done, uint64(s.cfg.ChunkSize))
+			st.stage = grow(st.stage, int(n))
+			if _, err := io.ReadFull(st.br, st.stage[:n]); err != nil {
+				return err
+			}
+			if err := s.env.GPU.CopyFromHost(r.Addr+uintptr(e.RemoteOffset+done), st.stage[:n], r.Device); err != nil {
+				return core.Errorf(core.ErrGPUOp, "copy to device memory %d: %w", r.ID, err)
+			}
+			done += n
+		}
+	}
+	return nil
+}
+
+// sendData answers a read with the requested bytes.
+func (s *server) sendData(st *connState, r *core.Region, ranges []core.Range, total uint64) error {
+	var hb [respHeaderLen]byte
+	h := respHeader{Type: respData, Code: core.StatusSuccess, Payload: total}
+	h.put(hb[:])
+	if _, err := st.bw.Write(hb[:]); err != nil {
+		return err
+	}
+	if !r.Host {
+		for _, e := range ranges {
+			for done := uint64(0); done < e.Size; {
+				n := min(e.Size-done, uint64(s.cfg.ChunkSize))
+				st.stage = grow(st.stage, int(n))
+				if err := s.env.GPU.CopyToHost(st.stage[:n], r.Addr+uintptr(e.RemoteOffset+done), r.Device); err != nil {
+					return core.Errorf(core.ErrGPUOp, "copy from device memory %d: %w", r.ID, err)
+				}
+				if _, err := st.bw.Write(st.stage[:n]); err != nil {
+					return err
+				}
+				done += n
+			}
+		}
+		return nil
+	}
+	if err := st.bw.Flush(); err != nil {
+		return err
+	}
+	st.bufs = st.bufs[:0]
+	for _, e := range ranges {
+		st.bufs = append(st.bufs, r.Bytes(e.RemoteOffset, e.Size))
+	}
+	bufs := st.bufs
+	_, err := bufs.WriteTo(st.c)
+	return err
+}
+
+func (s *server) respond(st *connState, typ uint8, code core.StatusCode, msg string, payload uint64) error {
+	if len(msg) > maxMessageLen {
+		msg = msg[:maxMessageLen]
+	}
+	rt := respAck
+	if typ == reqRead {
+		rt = respData
+	}
+	var hb [respHeaderLen]byte
+	h := respHeader{Type: rt, Code: code, MsgLen: uint32(len(msg)), Payload: payload}
+	h.put(hb[:])
+	if _, err := st.bw.Write(hb[:]); err != nil {
+		return err
+	}
+	_, err := st.bw.WriteString(msg)
+	return err
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
+}

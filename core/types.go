@@ -1,0 +1,96 @@
+package core
+
+import "fmt"
+
+// BackendType names a data plane. The values match MORI-IO's BackendType.
+type BackendType uint8
+
+const (
+	BackendUnknown BackendType = 0
+	BackendXGMI    BackendType = 1
+	BackendRDMA    BackendType = 2
+	BackendTCP     BackendType = 3
+	BackendFabric  BackendType = 4
+)
+
+func (b BackendType) String() string {
+	switch b {
+	case BackendXGMI:
+		return "xgmi"
+	case BackendRDMA:
+		return "rdma"
+	case BackendTCP:
+		return "tcp"
+	case BackendFabric:
+		return "fabric"
+	}
+	return fmt.Sprintf("backend(%d)", uint8(b))
+}
+
+// MemoryLocation says where registered memory lives. Values match MORI-IO.
+type MemoryLocation uint8
+
+const (
+	LocationUnknown MemoryLocation = 0
+	LocationCPU     MemoryLocation = 1
+	LocationGPU     MemoryLocation = 2
+)
+
+func (l MemoryLocation) String() string {
+	switch l {
+	case LocationCPU:
+		return "cpu"
+	case LocationGPU:
+		return "gpu"
+	}
+	return fmt.Sprintf("location(%d)", uint8(l))
+}
+
+// Op is the direction of a one-sided transfer, seen from the initiator.
+type Op uint8
+
+const (
+	// OpWrite copies local memory into the remote engine's memory.
+	OpWrite Op = 1
+	// OpRead copies the remote engine's memory into local memory.
+	OpRead Op = 2
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpWrite:
+		return "write"
+	case OpRead:
+		return "read"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Range is one contiguous piece of a transfer: Size bytes at LocalOffset in
+// the local memory and at RemoteOffset in the remote memory.
+type Range struct {
+	LocalOffset  uint64
+	RemoteOffset uint64
+	Size         uint64
+}
+
+// CoalesceRanges merges neighbours that are contiguous on both sides, in
+// place, keeping the order given, and returns the shortened slice. A merged
+// range never grows past maxSize bytes (0 means no limit).
+func CoalesceRanges(rs []Range, maxSize uint64) []Range {
+	if len(rs) < 2 {
+		return rs
+	}
+	out := rs[:1]
+	for _, r := range rs[1:] {
+		last := &out[len(out)-1]
+		if r.Size != 0 && last.LocalOffset+last.Size == r.LocalOffset &&
+			last.RemoteOffset+last.Size == r.RemoteOffset &&
+			(maxSize == 0 || last.Size+r.Size <= maxSize) {
+			last.Size += r.Size
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
