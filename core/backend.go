@@ -46,8 +46,18 @@ type GPU interface {
 	CopyFromHost(dst uintptr, src []byte, device int) error
 }
 
+// ControlHandler is implemented by backends that exchange set-up messages
+// with their peers over the control plane (an RDMA backend trades queue
+// pair numbers). HandleControl answers one message from engine from.
+type ControlHandler interface {
+	HandleControl(from string, body []byte) ([]byte, error)
+}
+
 // BackendEnv is what an engine hands its backends.
 type BackendEnv struct {
+	// Call sends body to the same backend of the remote engine over the
+	// control plane and returns its answer (see ControlHandler).
+	Call     func(peer EngineDesc, body []byte) ([]byte, error)
 	LocalKey string
 	Host     string // interface to listen on
 	Registry *Registry

@@ -186,3 +186,13 @@ func (g *Registry) Len() int {
 	defer g.mu.RUnlock()
 	return len(g.byID)
 }
+
+// Each calls f for every registered region, in address order.
+func (g *Registry) Each(f func(*Region)) {
+	g.mu.RLock()
+	rs := append([]*Region(nil), g.sorted...)
+	g.mu.RUnlock()
+	for _, r := range rs {
+		f(r)
+	}
+}

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -36,6 +35,9 @@ const (
 	KindPing    = "PING"
 	KindPong    = "PONG"
 	KindError   = "ERROR"
+	// KindBackend carries a data-plane backend's set-up message; the reply
+	// is KindBackend too.
+	KindBackend = "BACKEND"
 )
 
 // MaxMessage bounds a control message; libzmq drops peers that send more.
@@ -48,6 +50,8 @@ type Handler interface {
 	Hello(peer core.EngineDesc) (core.EngineDesc, error)
 	// Notify delivers a notification from the engine with key from.
 	Notify(from string, msg []byte) error
+	// Backend answers a data-plane backend's set-up message.
+	Backend(from string, msg []byte) ([]byte, error)
 }
 
 // Server is the ROUTER socket of one engine.
@@ -189,6 +193,16 @@ func (s *Server) handle(parts [][]byte) [][]byte {
 			return seal(KindError, []byte(err.Error()), s.secret)
 		}
 		return seal(KindOK, nil, s.secret)
+	case KindBackend:
+		from, msg, err := decodeNotify(body)
+		var out []byte
+		if err == nil {
+			out, err = s.h.Backend(from, msg)
+		}
+		if err != nil {
+			return seal(KindError, []byte(err.Error()), s.secret)
+		}
+		return seal(KindBackend, out, s.secret)
 	}
 	return seal(KindError, []byte(fmt.Sprintf("unknown request kind %q", kind)), s.secret)
 }
@@ -266,7 +280,6 @@ func decodeNotify(b []byte) (string, []byte, error) {
 type Client struct {
 	ctx    *zmq.Context
 	secret []byte
-	mu     sync.Mutex
 }
 
 // NewClient returns a client sharing the server's zmq context.
@@ -329,6 +342,19 @@ func (c *Client) Hello(host string, port int, me core.EngineDesc, timeout time.D
 		return peer, core.Errorf(core.ErrConnection, "control plane: welcome from %s:%d: %w", host, port, err)
 	}
 	return peer, nil
+}
+
+// Backend sends a backend set-up message to the engine at host:port, as
+// engine from, and returns the answer.
+func (c *Client) Backend(host string, port int, from string, msg []byte, timeout time.Duration) ([]byte, error) {
+	if len(msg) > MaxMessage-core.MaxKeyLen-64 {
+		return nil, core.Errorf(core.ErrInvalidArgs, "backend message of %d bytes, at most %d", len(msg), MaxMessage-core.MaxKeyLen-64)
+	}
+	kind, body, err := c.Call(host, port, KindBackend, encodeNotify(from, msg), timeout)
+	if err == nil && kind != KindBackend {
+		err = core.Errorf(core.ErrConnection, "control plane: %s:%d answered %s to BACKEND", host, port, kind)
+	}
+	return body, err
 }
 
 // Notify sends msg to the engine at host:port, as engine from.

@@ -21,6 +21,18 @@ func (h *ctlHandler) Notify(from string, msg []byte) error {
 	return nil
 }
 
+func (h *ctlHandler) Backend(from string, msg []byte) ([]byte, error) {
+	e := (*Engine)(h)
+	e.mu.RLock()
+	data := e.data
+	e.mu.RUnlock()
+	ch, ok := data.(core.ControlHandler)
+	if !ok {
+		return nil, core.Errorf(core.ErrBadState, "engine %q has no backend that takes set-up messages", e.cfg.Key)
+	}
+	return ch.HandleControl(from, msg)
+}
+
 // Notification is a small message from another engine.
 type Notification struct {
 	From string

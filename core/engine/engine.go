@@ -185,6 +185,9 @@ func (e *Engine) env() core.BackendEnv {
 		Secret:   e.cfg.Secret,
 		GPU:      e.cfg.GPU,
 		Logger:   e.log,
+		Call: func(peer core.EngineDesc, body []byte) ([]byte, error) {
+			return e.client.Backend(peer.Host, int(peer.Port), e.cfg.Key, body, e.cfg.HandshakeTimeout)
+		},
 	}
 }
 
@@ -213,6 +216,20 @@ func (e *Engine) CreateBackend(t core.BackendType, rdma RDMAConfig) (core.Backen
 	}
 	if err != nil {
 		return 0, err
+	}
+	if mb, ok := b.(core.MemoryBackend); ok {
+		// Memory registered before the backend existed; its descriptors,
+		// already handed out, carry no blob of this backend.
+		var rerr error
+		e.reg.Each(func(r *core.Region) {
+			if _, err := mb.RegisterMemory(r); err != nil && rerr == nil {
+				rerr = err
+			}
+		})
+		if rerr != nil {
+			b.Close()
+			return 0, fmt.Errorf("create %s backend: register existing memory: %w", b.Type(), rerr)
+		}
 	}
 	e.data = b
 	e.backends = append(e.backends, b)
