@@ -201,6 +201,10 @@ func (m *MemoryDesc) MarshalBinary() ([]byte, error) {
 	if len(m.DeviceBusID) > MaxHostLen {
 		return nil, Errorf(ErrInvalidArgs, "memory desc: bus id of %d bytes, at most %d", len(m.DeviceBusID), MaxHostLen)
 	}
+	if m.Location != LocationCPU && m.Location != LocationGPU {
+		// UnmarshalBinary refuses it: do not hand out what no peer reads.
+		return nil, Errorf(ErrInvalidArgs, "memory desc: unknown location %d", m.Location)
+	}
 	if err := checkBlobs("memory desc", m.Backends); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ type InboundStatus struct {
 }
 
 type inboundEntry struct {
+	seq      uint64 // insertion number, to match the entry's slot in order
 	instance uint64 // the initiator's id for this run of the uid
 	total    uint32 // parts expected
 	admitted uint32
@@ -35,9 +36,17 @@ type InboundTable struct {
 	mu      sync.Mutex
 	cap     int
 	entries map[InboundKey]*inboundEntry
-	order   []InboundKey // insertion order, for eviction
+	order   []orderSlot // insertion order, for eviction; may hold stale slots
 	head    int
+	seq     uint64
 	dropped uint64
+}
+
+// orderSlot is an entry's place in the eviction order. A slot whose entry
+// was popped or replaced since is stale: its seq no longer matches.
+type orderSlot struct {
+	key InboundKey
+	seq uint64
 }
 
 // DefaultInboundCapacity is the number of entries kept when none is given.
@@ -115,15 +124,22 @@ func (t *InboundTable) Refuse(key InboundKey, instance uint64, total uint32, err
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.entries[key]
+	if e != nil && e.instance != instance {
+		if e.code == StatusInProgress {
+			// A part of a duplicate run: the run in progress keeps its entry.
+			return
+		}
+		// A finished, unpopped run of the uid: the new run replaces it, as
+		// in Admit, so that the status says why the new run failed.
+		delete(t.entries, key)
+		e = nil
+	}
 	if e == nil {
 		if total == 0 {
 			total = 1
 		}
 		e = &inboundEntry{instance: instance, total: total, code: StatusInProgress}
 		t.insert(key, e)
-	}
-	if e.instance != instance {
-		return
 	}
 	if !e.code.Failed() {
 		e.code = CodeOf(err)
@@ -136,19 +152,34 @@ func (t *InboundTable) Refuse(key InboundKey, instance uint64, total uint32, err
 
 func (t *InboundTable) insert(key InboundKey, e *inboundEntry) {
 	for len(t.entries) >= t.cap {
-		k := t.order[t.head]
+		// Every live entry has its slot at or past head, so this stays in
+		// bounds while entries is not empty.
+		sl := t.order[t.head]
+		t.order[t.head] = orderSlot{}
 		t.head++
-		if _, ok := t.entries[k]; ok {
-			delete(t.entries, k)
+		if o, ok := t.entries[sl.key]; ok && o.seq == sl.seq {
+			delete(t.entries, sl.key)
 			t.dropped++
 		}
 	}
-	if t.head > len(t.order)/2 && t.head > 1024 {
-		t.order = append(t.order[:0], t.order[t.head:]...)
+	// Drop stale slots (entries popped, replaced or evicted) once they are
+	// the majority, so that order stays bounded by the table, not by the
+	// number of transfers ever seen.
+	if len(t.order) > 2*len(t.entries)+1024 {
+		live := t.order[:0]
+		for _, sl := range t.order[t.head:] {
+			if o, ok := t.entries[sl.key]; ok && o.seq == sl.seq {
+				live = append(live, sl)
+			}
+		}
+		clear(t.order[len(live):])
+		t.order = live
 		t.head = 0
 	}
+	t.seq++
+	e.seq = t.seq
 	t.entries[key] = e
-	t.order = append(t.order, key)
+	t.order = append(t.order, orderSlot{key: key, seq: e.seq})
 }
 
 // Pop returns the status of (peer, uid). A terminal entry is removed; an

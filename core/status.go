@@ -1,6 +1,7 @@
 package core
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,8 @@ type Status struct {
 	mu   sync.Mutex
 	msg  string
 	done chan struct{}
+	// watchers are told when the status becomes terminal (see WaitAll).
+	watchers []chan<- *Status
 }
 
 // NewStatus returns a status in state INIT.
@@ -52,7 +55,33 @@ func (s *Status) Finish(code StatusCode, msg string) bool {
 	s.msg = msg
 	s.code.Store(uint32(code))
 	close(s.done)
+	for _, w := range s.watchers {
+		select {
+		case w <- s:
+		default: // WaitAll sizes its channel so that this never happens
+		}
+	}
+	s.watchers = nil
 	return true
+}
+
+// watch arranges for s to be sent on ch once it is terminal. It reports
+// false, and arranges nothing, when s is terminal already.
+func (s *Status) watch(ch chan<- *Status) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Code().Terminal() {
+		return false
+	}
+	s.watchers = append(s.watchers, ch)
+	return true
+}
+
+// unwatch undoes watch.
+func (s *Status) unwatch(ch chan<- *Status) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watchers = slices.DeleteFunc(s.watchers, func(w chan<- *Status) bool { return w == ch })
 }
 
 // Done returns a channel closed once the status is terminal.
@@ -83,35 +112,56 @@ func (s *Status) Wait(timeout time.Duration) StatusCode {
 // succeeded and IN_PROGRESS when the time ran out first. A negative timeout
 // waits for ever; zero polls once.
 func WaitAll(statuses []*Status, timeout time.Duration) StatusCode {
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
+	done := true
+	for _, s := range statuses {
+		c := s.Code()
+		if c.Failed() {
+			return c
+		}
+		done = done && c == StatusSuccess
 	}
-	for {
-		var pending *Status
-		for _, s := range statuses {
-			c := s.Code()
-			if c.Failed() {
+	if done {
+		return StatusSuccess
+	}
+	if timeout == 0 {
+		return StatusInProgress
+	}
+	// Wait for any status to end, not only the first one pending: a status
+	// that fails while an earlier one is still running ends the wait.
+	ch := make(chan *Status, len(statuses))
+	var watched []*Status
+	defer func() {
+		for _, s := range watched {
+			s.unwatch(ch)
+		}
+	}()
+	for _, s := range statuses {
+		if s.watch(ch) {
+			watched = append(watched, s)
+		} else if c := s.Code(); c.Failed() {
+			return c
+		}
+	}
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	for pending := len(watched); pending > 0; pending-- {
+		select {
+		case s := <-ch:
+			if c := s.Code(); c.Failed() {
 				return c
 			}
-			if c != StatusSuccess && pending == nil {
-				pending = s
+		case <-expired:
+			for _, s := range statuses {
+				if c := s.Code(); c.Failed() {
+					return c
+				}
 			}
-		}
-		if pending == nil {
-			return StatusSuccess
-		}
-		if timeout == 0 {
 			return StatusInProgress
 		}
-		if timeout < 0 {
-			<-pending.done
-			continue
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return StatusInProgress
-		}
-		pending.Wait(left)
 	}
+	return StatusSuccess
 }

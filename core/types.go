@@ -76,7 +76,9 @@ type Range struct {
 
 // CoalesceRanges merges neighbours that are contiguous on both sides, in
 // place, keeping the order given, and returns the shortened slice. A merged
-// range never grows past maxSize bytes (0 means no limit).
+// range never grows past maxSize bytes (0 means no limit). Zero-length
+// ranges are never merged (so that they are still refused where checked),
+// nor ranges whose merge would wrap around 2^64.
 func CoalesceRanges(rs []Range, maxSize uint64) []Range {
 	if len(rs) < 2 {
 		return rs
@@ -84,8 +86,10 @@ func CoalesceRanges(rs []Range, maxSize uint64) []Range {
 	out := rs[:1]
 	for _, r := range rs[1:] {
 		last := &out[len(out)-1]
-		if r.Size != 0 && last.LocalOffset+last.Size == r.LocalOffset &&
-			last.RemoteOffset+last.Size == r.RemoteOffset &&
+		if r.Size != 0 && last.Size != 0 &&
+			last.LocalOffset+last.Size == r.LocalOffset && r.LocalOffset > last.LocalOffset &&
+			last.RemoteOffset+last.Size == r.RemoteOffset && r.RemoteOffset > last.RemoteOffset &&
+			last.Size+r.Size > last.Size &&
 			(maxSize == 0 || last.Size+r.Size <= maxSize) {
 			last.Size += r.Size
 			continue

@@ -246,6 +246,9 @@ func open(parts [][]byte, secret []byte) (string, []byte, error) {
 		if len(parts) == 2 && want == 3 {
 			return "", nil, fmt.Errorf("authentication failed: message carries no MAC and this engine requires the shared secret")
 		}
+		if len(parts) == 3 && want == 2 {
+			return "", nil, fmt.Errorf("authentication failed: message carries a MAC: the peer uses a shared secret and this engine has none")
+		}
 		return "", nil, fmt.Errorf("%w: %d frames, want %d", core.ErrMalformed, len(parts), want)
 	}
 	kind := string(parts[0])

@@ -59,12 +59,18 @@ func (n *notifications) push(m Notification) {
 	n.q = append(n.q, m)
 }
 
-func (n *notifications) drain() []Notification {
+func (n *notifications) peek() []Notification {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	q := n.q
-	n.q = nil
-	return q
+	return append([]Notification(nil), n.q...)
+}
+
+// drop forgets the k oldest notifications.
+func (n *notifications) drop(k int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k = min(k, len(n.q))
+	n.q = n.q[k:]
 }
 
 // Notify sends a small message to a registered remote engine over the
@@ -79,5 +85,16 @@ func (e *Engine) Notify(remote string, msg []byte) error {
 	return e.client.Notify(d.Host, int(d.Port), e.cfg.Key, msg, 5*time.Second)
 }
 
+// PeekNotifications returns the notifications received so far, oldest
+// first, without forgetting them.
+func (e *Engine) PeekNotifications() []Notification { return e.notes.peek() }
+
+// DropNotifications forgets the k oldest notifications.
+func (e *Engine) DropNotifications(k int) { e.notes.drop(k) }
+
 // PopNotifications returns and forgets the notifications received so far.
-func (e *Engine) PopNotifications() []Notification { return e.notes.drain() }
+func (e *Engine) PopNotifications() []Notification {
+	q := e.notes.peek()
+	e.notes.drop(len(q))
+	return q
+}

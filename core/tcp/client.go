@@ -438,6 +438,9 @@ func (s *stream) readLoop() {
 			s.fail(core.Errorf(core.ErrConnection, "engine %q at %s sent a bad response: %w", s.p.key, s.p.addr, err))
 			return
 		}
+		if cap(msg) < int(h.MsgLen) {
+			msg = make([]byte, h.MsgLen) // up to maxMessageLen
+		}
 		msg = msg[:h.MsgLen]
 		if _, err := io.ReadFull(s.br, msg); err != nil {
 			s.fail(s.connErr("read response", err))

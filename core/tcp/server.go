@@ -66,7 +66,7 @@ func (s *server) accept() {
 		go func() {
 			defer s.wg.Done()
 			err := s.serve(c)
-			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.log.Warn("tcp backend: closed a peer stream", "remote", c.RemoteAddr().String(), "err", err)
 			}
 			c.Close()
@@ -111,6 +111,60 @@ func (r *stallReader) arm(on bool) {
 	}
 }
 
+// stallWriteChunk is the most bytes written under one write deadline.
+const stallWriteChunk = 1 << 20
+
+// stallWriter writes with a write deadline refreshed every stallWriteChunk
+// bytes, so that a peer that stops reading its responses is cut off after
+// the stall timeout. Without it such a peer would block the stream for
+// ever, while holding a Use of the region it reads (deregistration of the
+// region would hang).
+type stallWriter struct {
+	c     net.Conn
+	stall time.Duration
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k := min(len(p)-n, stallWriteChunk)
+		w.c.SetWriteDeadline(time.Now().Add(w.stall))
+		m, err := w.c.Write(p[n : n+k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeBuffers writes bufs with vectored I/O, under a write deadline
+// refreshed every stallWriteChunk bytes. scratch is reused between calls.
+func (w *stallWriter) writeBuffers(bufs net.Buffers, scratch *net.Buffers) error {
+	for len(bufs) > 0 {
+		group := (*scratch)[:0]
+		n := 0
+		for len(bufs) > 0 && n < stallWriteChunk {
+			b := bufs[0]
+			if k := stallWriteChunk - n; len(b) > k {
+				group = append(group, b[:k])
+				bufs[0] = b[k:]
+				n += k
+				break
+			}
+			group = append(group, b)
+			n += len(b)
+			bufs = bufs[1:]
+		}
+		*scratch = group
+		w.c.SetWriteDeadline(time.Now().Add(w.stall))
+		if _, err := group.WriteTo(w.c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // handshake authenticates the initiator and returns its engine key.
 func (s *server) handshake(c net.Conn, br *bufio.Reader) (string, error) {
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
@@ -153,12 +207,14 @@ type connState struct {
 	peer    string
 	c       net.Conn
 	sr      *stallReader
+	sw      *stallWriter
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	hdr     [reqHeaderLen]byte
 	entries []byte
 	ranges  []core.Range
 	bufs    net.Buffers
+	group   net.Buffers
 	stage   []byte
 }
 
@@ -167,7 +223,8 @@ func (s *server) serve(c net.Conn) error {
 		tc.SetNoDelay(true)
 	}
 	sr := &stallReader{c: c, stall: s.cfg.StallTimeout}
-	st := &connState{c: c, sr: sr, br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(c, 16<<10)}
+	sw := &stallWriter{c: c, stall: s.cfg.StallTimeout}
+	st := &connState{c: c, sr: sr, sw: sw, br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(sw, 16<<10)}
 	peer, err := s.handshake(c, st.br)
 	if err != nil {
 		return err
@@ -327,9 +384,7 @@ func (s *server) sendData(st *connState, r *core.Region, ranges []core.Range, to
 	for _, e := range ranges {
 		st.bufs = append(st.bufs, r.Bytes(e.RemoteOffset, e.Size))
 	}
-	bufs := st.bufs
-	_, err := bufs.WriteTo(st.c)
-	return err
+	return st.sw.writeBuffers(st.bufs, &st.group)
 }
 
 func (s *server) respond(st *connState, typ uint8, code core.StatusCode, msg string, payload uint64) error {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds mori-go: libmori_go.so with its C header, the C test program, the
+# demo, and (when the Python package exists) the wheel. Output: build/.
+#
+#   ./build.sh            everything
+#   ./build.sh lib        the library and header only
+#
+# Needs Go, gcc, pkg-config and cmake. libzmq is built from source into
+# .build/zmq as a static library without optional dependencies (see
+# scripts/build-libzmq.sh), so libmori_go.so loads where no libzmq exists.
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$PWD
+what=${1:-all}
+
+mkdir -p build/lib build/include build/bin
+
+zmq_prefix=${MORI_GO_ZMQ_PREFIX:-$root/.build/zmq}
+if [[ ! -f $zmq_prefix/lib/libzmq.a ]]; then
+  echo "build.sh: building static libzmq into $zmq_prefix" >&2
+  MORI_GO_ZMQ_PREFIX=$zmq_prefix ./scripts/build-libzmq.sh >&2
+fi
+export PKG_CONFIG_PATH=$zmq_prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+
+# Symbols of the static archives (libzmq) stay private to the library, so a
+# libzmq loaded by the host (pyzmq) never binds to ours or ours to it.
+CGO_ENABLED=1 CGO_LDFLAGS="${CGO_LDFLAGS:-} -Wl,--exclude-libs,ALL" \
+  go build -trimpath -buildmode=c-shared -o build/lib/libmori_go.so ./capi
+rm -f build/lib/libmori_go.h # cgo's own header; include/mori_go.h is the API
+cp include/mori_go.h build/include/
+if readelf -d build/lib/libmori_go.so | grep -q 'NEEDED.*libzmq'; then
+  echo "build.sh: libmori_go.so links libzmq dynamically; the static build was not used" >&2
+  exit 1
+fi
+echo "build.sh: build/lib/libmori_go.so, build/include/mori_go.h" >&2
+[[ $what == lib ]] && exit 0
+
+gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude tests/c/transfer_test.c -Lbuild/lib -lmori_go \
+  -Wl,-rpath,'$ORIGIN/../lib' -o build/bin/c_transfer_test
+go build -trimpath -o build/bin/mori-kvdemo ./cmd/mori-kvdemo
+echo "build.sh: build/bin/c_transfer_test, build/bin/mori-kvdemo" >&2
+
+if [[ -f python/pyproject.toml ]]; then
+  ./scripts/build-wheel.sh
+fi

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/core/tcp"
+)
+
+// engineConfig is the JSON configuration of mg_engine_create. Configuration
+// crosses the ABI explicitly: the library never reads environment variables
+// that an embedding Python may have changed after start.
+type engineConfig struct {
+	Key               string    `json:"key"`
+	Host              string    `json:"host"`
+	Port              int       `json:"port"`
+	Secret            string    `json:"secret"`
+	Backend           string    `json:"backend"`
+	TransferTimeoutMS int64     `json:"transfer_timeout_ms"`
+	HandshakeTimeout  int64     `json:"handshake_timeout_ms"`
+	LogLevel          string    `json:"log_level"`
+	NodeID            string    `json:"node_id"`
+	InboundCapacity   int       `json:"inbound_capacity"`
+	RDMADevices       string    `json:"rdma_devices"`
+	GPU               string    `json:"gpu"` // "auto" (default), "off", or a driver library path
+	TCP               tcpConfig `json:"tcp"`
+}
+
+type tcpConfig struct {
+	Port           int   `json:"port"`
+	Streams        int   `json:"streams"`
+	ChunkSize      int   `json:"chunk_size"`
+	MaxEntries     int   `json:"max_entries"`
+	Window         int   `json:"window"`
+	StallTimeoutMS int64 `json:"stall_timeout_ms"`
+	DialTimeoutMS  int64 `json:"dial_timeout_ms"`
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "", "warn", "warning":
+		return slog.LevelWarn, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, core.Errorf(core.ErrInvalidArgs, "log level %q: want debug, info, warn or error", s)
+}
+
+func (c *engineConfig) engineConfig() (engine.Config, error) {
+	lvl, err := parseLevel(c.LogLevel)
+	if err != nil {
+		return engine.Config{}, err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("lib", "mori-go")
+	ec := engine.Config{
+		Key:              c.Key,
+		Host:             c.Host,
+		Port:             c.Port,
+		TransferTimeout:  time.Duration(c.TransferTimeoutMS) * time.Millisecond,
+		HandshakeTimeout: time.Duration(c.HandshakeTimeout) * time.Millisecond,
+		InboundCapacity:  c.InboundCapacity,
+		Mode:             engine.BackendMode(strings.ToLower(c.Backend)),
+		NodeID:           c.NodeID,
+		Logger:           logger,
+		TCP: tcp.Config{
+			Port:         c.TCP.Port,
+			Streams:      c.TCP.Streams,
+			ChunkSize:    c.TCP.ChunkSize,
+			MaxEntries:   c.TCP.MaxEntries,
+			Window:       c.TCP.Window,
+			StallTimeout: time.Duration(c.TCP.StallTimeoutMS) * time.Millisecond,
+			DialTimeout:  time.Duration(c.TCP.DialTimeoutMS) * time.Millisecond,
+		},
+	}
+	if c.Secret != "" {
+		ec.Secret = []byte(c.Secret)
+	}
+	return ec, nil
+}
+
+func decodeEngineConfig(s string) (engineConfig, error) {
+	var c engineConfig
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, core.Errorf(core.ErrInvalidArgs, "engine config: %v", err)
+	}
+	if c.Key == "" {
+		return c, core.Errorf(core.ErrInvalidArgs, "engine config: \"key\" is required")
+	}
+	return c, nil
+}
+
+func decodeRDMAConfig(s string) (engine.RDMAConfig, error) {
+	var c engine.RDMAConfig
+	c.QPPerTransfer = 1
+	c.PostBatchSize = -1
+	c.EnableNotification = true
+	if strings.TrimSpace(s) == "" {
+		return c, nil
+	}
+	if err := json.Unmarshal([]byte(s), &c); err != nil {
+		return c, core.Errorf(core.ErrInvalidArgs, "backend config: %v", err)
+	}
+	return c, nil
+}
+
+var _ = fmt.Sprint

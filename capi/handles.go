@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/mori-go/mori-go/core"
+)
+
+// handleTable maps the integer handles that cross the C ABI to Go objects.
+// It is the library's one piece of global mutable state.
+type handleTable struct {
+	mu   sync.RWMutex
+	next uint64
+	m    map[uint64]any
+}
+
+var handles = &handleTable{next: 1, m: make(map[uint64]any)}
+
+func (h *handleTable) add(v any) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	id := h.next
+	h.next++
+	h.m[id] = v
+	return id
+}
+
+func (h *handleTable) get(id uint64) any {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.m[id]
+}
+
+func (h *handleTable) remove(id uint64) any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v := h.m[id]
+	delete(h.m, id)
+	return v
+}
+
+func (h *handleTable) count() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.m)
+}
+
+func engineOf(id uint64) (*engineHandle, error) {
+	e, ok := handles.get(id).(*engineHandle)
+	if !ok {
+		return nil, core.Errorf(core.ErrInvalidArgs, "engine handle %d is not valid (destroyed or never created)", id)
+	}
+	return e, nil
+}
+
+func statusOf(id uint64) (*core.Status, error) {
+	s, ok := handles.get(id).(*core.Status)
+	if !ok {
+		return nil, core.Errorf(core.ErrInvalidArgs, "status handle %d is not valid (released or never returned)", id)
+	}
+	return s, nil
+}
+
+// descCache remembers decoded memory descriptors by their bytes, so that a
+// batch that names the same memory each call decodes it once.
+type descCache struct {
+	mu sync.Mutex
+	m  map[string]core.MemoryDesc
+}
+
+const descCacheMax = 4096
+
+func (c *descCache) get(b []byte) (core.MemoryDesc, error) {
+	c.mu.Lock()
+	d, ok := c.m[string(b)]
+	c.mu.Unlock()
+	if ok {
+		return d, nil
+	}
+	if err := d.UnmarshalBinary(b); err != nil {
+		return d, core.Errorf(core.ErrInvalidArgs, "%w", err)
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= descCacheMax {
+		c.m = make(map[string]core.MemoryDesc)
+	}
+	c.m[string(b)] = d
+	c.mu.Unlock()
+	return d, nil
+}
+
+func (c *descCache) forget(b []byte) {
+	c.mu.Lock()
+	delete(c.m, string(b))
+	c.mu.Unlock()
+}
+
+var errNullPointer = fmt.Errorf("null pointer")

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+
+	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/gpu"
+)
+
+// rdmaFactory returns the RDMA backend factory of this build.
+func rdmaFactory() engine.RDMAFactory { return nil }
+
+// openGPU loads the GPU driver as configured: "auto" (or "") loads CUDA or
+// HIP if the process can, "off" loads none, anything else is the path of a
+// driver library. Without a driver GPU registrations are host memory.
+func openGPU(mode string, log *slog.Logger) (core.GPU, error) {
+	switch strings.ToLower(mode) {
+	case "off", "none":
+		return nil, nil
+	case "", "auto":
+		d, err := gpu.Open(gpu.Options{Logger: log})
+		if errors.Is(err, gpu.ErrNotSupported) {
+			log.Debug("no GPU driver found", "reason", err.Error())
+			return nil, nil
+		}
+		if err != nil {
+			return nil, core.Errorf(core.ErrGPUOp, "load GPU driver: %w", err)
+		}
+		return d, nil
+	}
+	d, err := gpu.Open(gpu.Options{Library: mode, Logger: log})
+	if err != nil {
+		return nil, core.Errorf(core.ErrGPUOp, "load GPU driver %s: %w", mode, err)
+	}
+	return d, nil
+}

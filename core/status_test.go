@@ -1,0 +1,174 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// within runs f and fails the test if it does not return within d: a guard
+// against hangs, not a timing assertion.
+func within[T any](t *testing.T, d time.Duration, f func() T) T {
+	t.Helper()
+	ch := make(chan T, 1)
+	go func() { ch <- f() }()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("did not return within %s", d)
+		panic("unreachable")
+	}
+}
+
+func TestStatusLifecycle(t *testing.T) {
+	s := NewStatus()
+	require.Equal(t, StatusInit, s.Code())
+	require.Equal(t, "", s.Message())
+	s.Start()
+	require.Equal(t, StatusInProgress, s.Code())
+	require.True(t, s.Finish(ErrRemote, "refused"))
+	require.False(t, s.Finish(StatusSuccess, ""), "the first terminal state sticks")
+	require.False(t, s.Finish(ErrTimeout, "late"))
+	require.Equal(t, ErrRemote, s.Code())
+	require.Equal(t, "refused", s.Message())
+	s.Start()
+	require.Equal(t, ErrRemote, s.Code(), "Start leaves terminal states alone")
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("Done not closed")
+	}
+
+	s = NewStatus()
+	require.True(t, s.Finish(StatusInProgress, "not terminal"))
+	require.Equal(t, ErrInternal, s.Code(), "a non-terminal finish code is a bug")
+}
+
+func TestStatusWait(t *testing.T) {
+	s := NewStatus()
+	s.Start()
+	require.Equal(t, StatusInProgress, s.Wait(0), "zero polls")
+	require.Equal(t, StatusInProgress, s.Wait(time.Millisecond), "times out")
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		s.Finish(StatusSuccess, "")
+	}()
+	require.Equal(t, StatusSuccess, within(t, 10*time.Second, func() StatusCode { return s.Wait(-1) }), "negative waits for ever")
+	require.Equal(t, StatusSuccess, s.Wait(0))
+	require.Equal(t, StatusSuccess, s.Wait(-1))
+}
+
+func finished(code StatusCode) *Status {
+	s := NewStatus()
+	s.Start()
+	if code.Terminal() {
+		s.Finish(code, code.String())
+	}
+	return s
+}
+
+func TestWaitAllSemantics(t *testing.T) {
+	require.Equal(t, StatusSuccess, WaitAll(nil, 0))
+	require.Equal(t, StatusSuccess, WaitAll(nil, -1))
+	ok := finished(StatusSuccess)
+	require.Equal(t, StatusSuccess, WaitAll([]*Status{ok, ok}, 0))
+
+	// Failure wins over others still in progress, whatever the timeout.
+	running := finished(StatusInProgress)
+	failed := finished(ErrNotFound)
+	for _, timeout := range []time.Duration{0, time.Hour, -1} {
+		require.Equal(t, ErrNotFound, within(t, 10*time.Second, func() StatusCode {
+			return WaitAll([]*Status{running, ok, failed}, timeout)
+		}), "timeout %s", timeout)
+	}
+
+	// Zero polls: in progress, without waiting.
+	require.Equal(t, StatusInProgress, WaitAll([]*Status{ok, running}, 0))
+	require.Equal(t, StatusInProgress, WaitAll([]*Status{ok, running}, time.Millisecond), "ran out of time")
+	require.Empty(t, running.watchers, "a wait that ended leaves no watcher behind")
+
+	// An INIT status counts as not done.
+	require.Equal(t, StatusInProgress, WaitAll([]*Status{NewStatus()}, 0))
+}
+
+func TestWaitAllFailureWhileWaiting(t *testing.T) {
+	// The first status never ends; the second fails while WaitAll waits.
+	// WaitAll must return the failure at once rather than wait for the
+	// first one (for ever, with a negative timeout).
+	for _, timeout := range []time.Duration{-1, time.Hour} {
+		never := finished(StatusInProgress)
+		late := finished(StatusInProgress)
+		go func() {
+			time.Sleep(10 * time.Millisecond)
+			late.Finish(ErrTimeout, "timed out")
+		}()
+		got := within(t, 10*time.Second, func() StatusCode { return WaitAll([]*Status{never, late}, timeout) })
+		require.Equal(t, ErrTimeout, got)
+		require.Empty(t, never.watchers)
+	}
+}
+
+func TestWaitAllNegativeWaitsForAll(t *testing.T) {
+	sts := make([]*Status, 200)
+	for i := range sts {
+		sts[i] = finished(StatusInProgress)
+	}
+	sts = append(sts, sts[0]) // the same status twice is fine
+	var wg sync.WaitGroup
+	for i, s := range sts[:200] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i%7) * time.Millisecond)
+			s.Finish(StatusSuccess, "")
+		}()
+	}
+	require.Equal(t, StatusSuccess, within(t, 10*time.Second, func() StatusCode { return WaitAll(sts, -1) }))
+	wg.Wait()
+}
+
+func TestStatusCodes(t *testing.T) {
+	for c := StatusCode(0); c < 25; c++ {
+		require.Equal(t, c > ErrBegin, c.Failed(), "%s", c)
+		require.Equal(t, c == StatusSuccess || c > ErrBegin, c.Terminal(), "%s", c)
+		require.NotEmpty(t, c.String())
+	}
+	require.Equal(t, "ERR_TIMEOUT", ErrTimeout.String())
+	require.Equal(t, "STATUS(99)", StatusCode(99).String())
+
+	base := errors.New("boom")
+	err := Errorf(ErrRemote, "wrapped: %w", base)
+	require.ErrorIs(t, err, base)
+	require.Equal(t, "wrapped: boom", err.Error())
+	require.Equal(t, ErrRemote, CodeOf(fmt.Errorf("outer: %w", err)))
+	require.Equal(t, ErrInternal, CodeOf(base))
+	require.Equal(t, StatusSuccess, CodeOf(nil))
+	require.Equal(t, "boom", (&Error{Code: ErrRemote, Err: base}).Error())
+}
+
+func TestTransferEndsOnce(t *testing.T) {
+	st := NewStatus()
+	var calls int
+	tr := &Transfer{Op: OpWrite, UID: 9, Peer: "p", Status: st}
+	tr.OnDone(func() { calls++ })
+	tr.Begin(3)
+	require.Equal(t, StatusInProgress, st.Code())
+	tr.PartDone()
+	tr.Fail(ErrRemote, "part %d refused", 2)
+	tr.PartDone()
+	tr.PartDone()
+	require.Equal(t, ErrRemote, st.Code())
+	require.Equal(t, `write uid 9 to "p": part 2 refused`, st.Message())
+	require.Equal(t, 1, calls)
+	require.True(t, tr.Done())
+
+	st = NewStatus()
+	tr = &Transfer{Op: OpRead, Status: st}
+	tr.Begin(0)
+	require.Equal(t, StatusSuccess, st.Code(), "nothing to do is done")
+}

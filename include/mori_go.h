@@ -1,0 +1,141 @@
+/*
+ * mori_go.h - C ABI of mori-go, a KV-cache transfer engine for LLM
+ * prefill/decode disaggregation (the job of AMD's MORI-IO, over TCP or RDMA).
+ *
+ * Conventions
+ *  - Every function returns an mg_code: MG_OK (0) or an error code. After an
+ *    error, mg_last_error() returns a message for the calling thread.
+ *  - Handles (engines, statuses) are opaque 64-bit integers; 0 is never valid.
+ *  - Descriptors (engine and memory) are opaque byte strings to send to peers.
+ *  - Memory handed to the engine (register_memory) must stay valid until it is
+ *    deregistered. No pointer passed in is kept after a call returns: arrays
+ *    of offsets and sizes are copied.
+ *  - Transfers are asynchronous: mg_submit returns one status handle per
+ *    transfer at once; poll or wait on it, then release it.
+ *  - The library hosts a Go runtime: it does not survive fork(). In a forked
+ *    child every call fails with MG_ERR_FORKED instead of hanging.
+ */
+#ifndef MORI_GO_H
+#define MORI_GO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MG_ABI_VERSION 1u
+
+typedef uint64_t mg_engine_t;
+typedef uint64_t mg_status_t;
+
+/* Status and error codes; the values up to MG_ERR_GPU_OP match MORI-IO's
+ * StatusCode. Every code above MG_ERR_BEGIN is a failure. */
+typedef enum mg_code {
+  MG_OK = 0, /* also the SUCCESS state of a transfer */
+  MG_INIT = 1,
+  MG_IN_PROGRESS = 2,
+  MG_ERR_BEGIN = 10,
+  MG_ERR_INVALID_ARGS = 11,
+  MG_ERR_NOT_FOUND = 12,
+  MG_ERR_RDMA_OP = 13,
+  MG_ERR_BAD_STATE = 14,
+  MG_ERR_GPU_OP = 15,
+  MG_ERR_TIMEOUT = 16,
+  MG_ERR_CONNECTION = 17,
+  MG_ERR_REMOTE = 18,
+  MG_ERR_INTERNAL = 19,
+  MG_ERR_FORKED = 20
+} mg_code;
+
+typedef enum mg_backend {
+  MG_BACKEND_RDMA = 2, /* RDMA where a device is usable, else TCP */
+  MG_BACKEND_TCP = 3
+} mg_backend;
+
+typedef enum mg_location { MG_LOC_CPU = 1, MG_LOC_GPU = 2 } mg_location;
+
+typedef enum mg_op { MG_OP_WRITE = 1, MG_OP_READ = 2 } mg_op;
+
+/* One transfer of a batch: count ranges between one local and one remote
+ * memory, under one uid. */
+typedef struct mg_transfer {
+  const uint8_t *local_desc;
+  size_t local_desc_len;
+  const uint8_t *remote_desc;
+  size_t remote_desc_len;
+  const uint64_t *local_offsets;
+  const uint64_t *remote_offsets;
+  const uint64_t *sizes;
+  size_t count;
+  uint64_t uid;
+} mg_transfer_t;
+
+/* Version of this ABI in the loaded library; compare with MG_ABI_VERSION. */
+uint32_t mg_abi_version(void);
+/* Library version string (static). */
+const char *mg_version(void);
+/* Message of the last error on this thread ("" if none). Valid until the
+ * next call on this thread. */
+const char *mg_last_error(void);
+
+/* Create an engine. config_json is a JSON object: {"key": "...", "host":
+ * "10.0.0.1", "port": 0, "secret": "", "backend": "auto|tcp|rdma",
+ * "transfer_timeout_ms": 60000, "log_level": "warn", "tcp": {"streams": 4,
+ * "chunk_size": 1048576}, "rdma_devices": ""}. Only "key" is required. */
+int mg_engine_create(const char *config_json, mg_engine_t *out);
+int mg_engine_destroy(mg_engine_t engine);
+/* Start the data plane; *actual receives the backend type in use. */
+int mg_engine_create_backend(mg_engine_t engine, uint32_t type, const char *config_json, uint32_t *actual);
+/* Copy the engine descriptor into buf. If cap is too small, returns
+ * MG_ERR_INVALID_ARGS and sets *len to the size needed. */
+int mg_engine_desc(mg_engine_t engine, uint8_t *buf, size_t cap, size_t *len);
+int mg_engine_register_remote(mg_engine_t engine, const uint8_t *desc, size_t len);
+int mg_engine_deregister_remote(mg_engine_t engine, const uint8_t *desc, size_t len);
+
+/* Register memory; device is the GPU ordinal (-1 for CPU memory). The memory
+ * descriptor is written to desc_out as in mg_engine_desc. */
+int mg_register_memory(mg_engine_t engine, uint64_t ptr, uint64_t size, int32_t device, uint32_t location,
+                       uint8_t *desc_out, size_t cap, size_t *len);
+int mg_deregister_memory(mg_engine_t engine, const uint8_t *desc, size_t len);
+
+int mg_allocate_uid(mg_engine_t engine, uint64_t *uid);
+/* Start n transfers (op is mg_op). statuses[i] receives a handle for each,
+ * also for transfers that failed at once (their status says why). */
+int mg_submit(mg_engine_t engine, uint32_t op, const mg_transfer_t *xfers, size_t n, mg_status_t *statuses);
+
+int mg_status_code(mg_status_t status, uint32_t *code);
+/* Copy the status message; same size protocol as mg_engine_desc. */
+int mg_status_message(mg_status_t status, char *buf, size_t cap, size_t *len);
+/* Wait until terminal or timeout_ms passes (<0 forever, 0 poll). */
+int mg_status_wait(mg_status_t status, int64_t timeout_ms, uint32_t *code);
+int mg_status_release(mg_status_t status);
+/* Wait for all; failure wins (see MORI-IO wait_all). *code is MG_OK,
+ * MG_IN_PROGRESS on timeout, or the first failure found. */
+int mg_wait_all(const mg_status_t *statuses, size_t n, int64_t timeout_ms, uint32_t *code);
+
+/* Target side: what is known of the transfer remote_key made under uid.
+ * *found is 0 if nothing; a terminal entry is freed by the call. */
+int mg_pop_inbound(mg_engine_t engine, const char *remote_key, uint64_t uid, int32_t *found, uint32_t *code,
+                   char *msg, size_t cap);
+
+/* Send a small message to a registered remote engine. */
+int mg_notify(mg_engine_t engine, const char *remote_key, const uint8_t *msg, size_t len);
+/* Pop received notifications, packed as repeated [u16 key_len][key][u32
+ * len][data] (little-endian); same size protocol as mg_engine_desc (nothing
+ * is popped when cap is too small). */
+int mg_pop_notifications(mg_engine_t engine, uint8_t *buf, size_t cap, size_t *len);
+
+/* Decode an engine or memory descriptor into JSON text. */
+int mg_desc_to_json(const uint8_t *desc, size_t len, char *buf, size_t cap, size_t *out_len);
+
+/* Counters as JSON text: in-flight transfers, registered regions, inbound
+ * entries, backend. */
+int mg_engine_stats(mg_engine_t engine, char *buf, size_t cap, size_t *len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MORI_GO_H */

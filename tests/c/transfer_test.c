@@ -1,0 +1,129 @@
+/* Two mori-go engines in one process move bytes through the C ABI, and the
+ * ABI's error paths answer with codes and messages. Prints "N passed, N
+ * failed" and exits non-zero on any failure. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mori_go.h"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                              \
+  do {                                                \
+    if (cond) {                                       \
+      passed++;                                       \
+    } else {                                          \
+      failed++;                                       \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                   \
+      fprintf(stderr, " (last error: %s)\n", mg_last_error()); \
+    }                                                 \
+  } while (0)
+
+typedef struct {
+  uint8_t bytes[1024];
+  size_t len;
+} blob;
+
+static mg_engine_t make_engine(const char *key, blob *desc) {
+  char cfg[256];
+  mg_engine_t e = 0;
+  uint32_t actual = 0;
+  snprintf(cfg, sizeof cfg, "{\"key\": \"%s\", \"host\": \"127.0.0.1\"}", key);
+  CHECK(mg_engine_create(cfg, &e) == MG_OK && e != 0, "create engine %s", key);
+  CHECK(mg_engine_create_backend(e, MG_BACKEND_RDMA, NULL, &actual) == MG_OK, "create backend");
+  CHECK(actual == MG_BACKEND_TCP, "no RDMA device here: expected TCP, got %u", actual);
+  CHECK(mg_engine_desc(e, desc->bytes, sizeof desc->bytes, &desc->len) == MG_OK, "engine desc");
+  return e;
+}
+
+int main(void) {
+  CHECK(mg_abi_version() == MG_ABI_VERSION, "abi version %u", mg_abi_version());
+
+  blob da, db, ma, mb;
+  mg_engine_t a = make_engine("c-prefill", &da);
+  mg_engine_t b = make_engine("c-decode", &db);
+  CHECK(mg_engine_register_remote(a, db.bytes, db.len) == MG_OK, "a registers b");
+  CHECK(mg_engine_register_remote(b, da.bytes, da.len) == MG_OK, "b registers a");
+
+  enum { N = 4 << 20, RANGES = 1000 };
+  uint8_t *src = malloc(N), *dst = calloc(1, N);
+  for (size_t i = 0; i < N; i++) src[i] = (uint8_t)(i * 131 + 7);
+  CHECK(mg_register_memory(a, (uint64_t)(uintptr_t)src, N, -1, MG_LOC_CPU, ma.bytes, sizeof ma.bytes, &ma.len) == MG_OK,
+        "register src");
+  CHECK(mg_register_memory(b, (uint64_t)(uintptr_t)dst, N, -1, MG_LOC_CPU, mb.bytes, sizeof mb.bytes, &mb.len) == MG_OK,
+        "register dst");
+
+  /* A batch of 1000 ranges of 2 KiB, reversed order on the remote side. */
+  static uint64_t lo[RANGES], ro[RANGES], sz[RANGES];
+  for (int i = 0; i < RANGES; i++) {
+    lo[i] = (uint64_t)i * 4096;
+    ro[i] = (uint64_t)(RANGES - 1 - i) * 4096 + 100;
+    sz[i] = 2048;
+  }
+  uint64_t uid = 0;
+  CHECK(mg_allocate_uid(a, &uid) == MG_OK && uid > 0, "allocate uid");
+  mg_transfer_t x = {ma.bytes, ma.len, mb.bytes, mb.len, lo, ro, sz, RANGES, uid};
+  mg_status_t st = 0;
+  CHECK(mg_submit(a, MG_OP_WRITE, &x, 1, &st) == MG_OK && st != 0, "submit");
+  uint32_t code = 99;
+  CHECK(mg_wait_all(&st, 1, 10000, &code) == MG_OK && code == MG_OK, "wait_all code %u", code);
+  int intact = 1;
+  for (int i = 0; i < RANGES && intact; i++) intact = memcmp(src + lo[i], dst + ro[i], sz[i]) == 0;
+  CHECK(intact, "bytes arrived intact");
+  int32_t found = 0;
+  char msg[256];
+  CHECK(mg_pop_inbound(b, "c-prefill", uid, &found, &code, msg, sizeof msg) == MG_OK && found == 1 && code == MG_OK,
+        "inbound status found=%d code=%u", found, code);
+  CHECK(mg_status_release(st) == MG_OK, "release status");
+  CHECK(mg_status_release(st) == MG_ERR_INVALID_ARGS && strstr(mg_last_error(), "not valid"), "double release refused");
+
+  /* A forged remote range: the status fails with a message, nothing written. */
+  uint64_t blo = 0, bro = N - 10, bsz = 100;
+  mg_transfer_t bad = {ma.bytes, ma.len, mb.bytes, mb.len, &blo, &bro, &bsz, 1, uid + 1000};
+  CHECK(mg_submit(a, MG_OP_WRITE, &bad, 1, &st) == MG_OK, "submit bad");
+  CHECK(mg_status_wait(st, 5000, &code) == MG_OK && code == MG_ERR_INVALID_ARGS, "bad range code %u", code);
+  size_t mlen = 0;
+  CHECK(mg_status_message(st, msg, sizeof msg, &mlen) == MG_OK && strstr(msg, "exceeds remote memory"),
+        "bad range message: %.*s", (int)mlen, msg);
+  mg_status_release(st);
+
+  /* Read back. */
+  uint8_t *back = calloc(1, N);
+  blob mback;
+  CHECK(mg_register_memory(a, (uint64_t)(uintptr_t)back, N, -1, MG_LOC_CPU, mback.bytes, sizeof mback.bytes, &mback.len) ==
+            MG_OK,
+        "register back");
+  mg_transfer_t rd = {mback.bytes, mback.len, mb.bytes, mb.len, ro, ro, sz, RANGES, uid + 1};
+  CHECK(mg_submit(a, MG_OP_READ, &rd, 1, &st) == MG_OK, "submit read");
+  CHECK(mg_status_wait(st, 10000, &code) == MG_OK && code == MG_OK, "read code %u", code);
+  CHECK(memcmp(back + ro[0], dst + ro[0], sz[0]) == 0 && memcmp(back + ro[RANGES - 1], dst + ro[RANGES - 1], sz[0]) == 0,
+        "read intact");
+  mg_status_release(st);
+
+  /* ABI error paths. */
+  CHECK(mg_engine_create("{\"host\": \"x\"}", &st) == MG_ERR_INVALID_ARGS && strstr(mg_last_error(), "key"),
+        "config without key refused");
+  CHECK(mg_engine_create("not json", &st) == MG_ERR_INVALID_ARGS, "bad json refused");
+  CHECK(mg_engine_desc(a, (uint8_t *)msg, 4, &mlen) == MG_ERR_INVALID_ARGS && mlen == da.len, "small buffer reports size");
+  CHECK(mg_engine_register_remote(a, (const uint8_t *)"garbage", 7) == MG_ERR_INVALID_ARGS &&
+            strstr(mg_last_error(), "malformed"),
+        "garbage descriptor refused");
+  CHECK(mg_allocate_uid(12345, &uid) == MG_ERR_INVALID_ARGS && strstr(mg_last_error(), "engine handle"),
+        "bad engine handle refused");
+  char json[512];
+  CHECK(mg_desc_to_json(mb.bytes, mb.len, json, sizeof json, &mlen) == MG_OK && strstr(json, "\"kind\":\"memory\""),
+        "desc to json: %.*s", (int)mlen, json);
+
+  CHECK(mg_deregister_memory(b, mb.bytes, mb.len) == MG_OK, "deregister");
+  CHECK(mg_engine_destroy(a) == MG_OK, "destroy a");
+  CHECK(mg_engine_destroy(b) == MG_OK, "destroy b");
+  CHECK(mg_engine_destroy(a) == MG_ERR_INVALID_ARGS, "double destroy refused");
+  free(src);
+  free(dst);
+  free(back);
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
