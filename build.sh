@@ -15,12 +15,11 @@ what=${1:-all}
 
 mkdir -p build/lib build/include build/bin
 
-zmq_prefix=${MORI_GO_ZMQ_PREFIX:-$root/.build/zmq}
-if [[ ! -f $zmq_prefix/lib/libzmq.a ]]; then
-  echo "build.sh: building static libzmq into $zmq_prefix" >&2
-  MORI_GO_ZMQ_PREFIX=$zmq_prefix ./scripts/build-libzmq.sh >&2
-fi
-export PKG_CONFIG_PATH=$zmq_prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+# Static libzmq (cached after the first build). The script prints
+# PKG_CONFIG_PATH and a CGO_CPPFLAGS define naming the archive: Go's build
+# cache ignores pkg-config output (golang/go#24544), so without the define
+# a zmq4 object built against the system libzmq.so would be reused.
+eval "$(./scripts/build-libzmq.sh)"
 
 # Symbols of the static archives (libzmq) stay private to the library, so a
 # libzmq loaded by the host (pyzmq) never binds to ours or ours to it.
@@ -37,8 +36,11 @@ echo "build.sh: build/lib/libmori_go.so, build/include/mori_go.h" >&2
 
 gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude tests/c/transfer_test.c -Lbuild/lib -lmori_go \
   -Wl,-rpath,'$ORIGIN/../lib' -o build/bin/c_transfer_test
+gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude tests/c/abi_bench.c -Lbuild/lib -lmori_go \
+  -Wl,-rpath,'$ORIGIN/../lib' -o build/bin/abi_bench
 go build -trimpath -o build/bin/mori-kvdemo ./cmd/mori-kvdemo
-echo "build.sh: build/bin/c_transfer_test, build/bin/mori-kvdemo" >&2
+go build -trimpath -o build/bin/mori-bench ./cmd/mori-bench
+echo "build.sh: build/bin/{c_transfer_test,abi_bench,mori-kvdemo,mori-bench}" >&2
 
 if [[ -f python/pyproject.toml ]]; then
   ./scripts/build-wheel.sh

@@ -27,6 +27,10 @@ echo "== C ABI test"
 echo "== Go tests"
 go test -race -count=1 -timeout 15m ./...
 
+echo "== benchmark smoke run (figures only, no thresholds)"
+./build/bin/mori-bench -quick
+./build/bin/abi_bench 10000 5
+
 if [[ -f python/pyproject.toml ]]; then
   echo "== Python tests"
   ./scripts/test-python.sh
