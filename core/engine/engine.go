@@ -385,8 +385,10 @@ func (e *Engine) DeregisterRemoteEngine(d core.EngineDesc) error {
 func (e *Engine) AllocateTransferUID() uint64 { return e.uid.Add(1) }
 
 // Submit starts one transfer per request and returns their statuses, in
-// order. Requests that are wrong fail at once with a status saying why;
-// the others proceed asynchronously.
+// order. The engine takes ownership of each request's Ranges (it may merge
+// neighbours in place): the caller must not use them afterwards. Requests
+// that are wrong fail at once with a status saying why; the others proceed
+// asynchronously.
 func (e *Engine) Submit(op core.Op, reqs []Request) []*core.Status {
 	out := make([]*core.Status, len(reqs))
 	for i := range reqs {
@@ -441,7 +443,7 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 		total += rg.Size
 	}
 	t.Bytes = total
-	t.Ranges = core.CoalesceRanges(append([]core.Range(nil), rq.Ranges...), 0)
+	t.Ranges = core.CoalesceRanges(rq.Ranges, 0)
 	key := uidKey{peer: t.Peer, uid: t.UID}
 	e.flightMu.Lock()
 	if _, dup := e.inflight[key]; dup {

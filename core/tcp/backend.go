@@ -55,7 +55,7 @@ func (c *Config) fill() {
 	def(&c.MaxEntries, 4096)
 	def(&c.CopyBelow, 4<<10)
 	def(&c.Window, 8<<20)
-	def(&c.ReadBuffer, 256<<10)
+	def(&c.ReadBuffer, 64<<10)
 	def(&c.MaxConns, 4096)
 	defd(&c.DialTimeout, 5*time.Second)
 	defd(&c.HandshakeTimeout, 5*time.Second)
@@ -172,3 +172,6 @@ func (b *Backend) Close() error {
 	b.srv.close()
 	return nil
 }
+
+// Streams returns the number of streams per peer.
+func (b *Backend) Streams() int { return b.cfg.Streams }

@@ -33,7 +33,7 @@ func putFrame(f *frame) {
 	f.t = nil
 	f.ranges = f.ranges[:0]
 	f.payload = 0
-	if cap(f.buf) > 1<<20 {
+	if cap(f.buf) > 4<<20 {
 		f.buf = nil
 	}
 	framePool.Put(f)
