@@ -455,15 +455,24 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	e.flightMu.Unlock()
 	t.Instance = e.instance.Add(1)
 	timeout := e.cfg.TransferTimeout
-	timer := time.AfterFunc(timeout, func() {
-		t.Fail(core.ErrTimeout, "timed out after %s", timeout)
-	})
+	// The clean-up is registered before the timer exists: the timer may
+	// fire (and end the transfer) before AfterFunc has even returned.
+	var timer atomic.Pointer[time.Timer]
 	t.OnDone(func() {
-		timer.Stop()
+		if tm := timer.Load(); tm != nil {
+			tm.Stop()
+		}
 		e.flightMu.Lock()
 		delete(e.inflight, key)
 		e.flightMu.Unlock()
 	})
+	tm := time.AfterFunc(timeout, func() {
+		t.Fail(core.ErrTimeout, "timed out after %s", timeout)
+	})
+	timer.Store(tm)
+	if t.Done() {
+		tm.Stop()
+	}
 	data.Submit(t)
 	return st
 }

@@ -459,6 +459,7 @@ func (s *stream) readLoop() {
 			want = respData
 		}
 		if h.Type != want || (h.Code == core.StatusSuccess && h.Type == respData && h.Payload != f.payload) ||
+			(h.Code != core.StatusSuccess && h.Payload != 0) ||
 			(h.Type == respAck && h.Payload != 0) {
 			s.fail(core.Errorf(core.ErrConnection, "engine %q at %s sent a response out of step (type %#x, %d bytes)", s.p.key, s.p.addr, h.Type, h.Payload))
 			return

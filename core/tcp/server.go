@@ -278,7 +278,9 @@ func (s *server) serveFrame(st *connState) error {
 	key := core.InboundKey{Peer: st.peer, UID: h.UID}
 	region, verr := s.check(&h, st.ranges)
 	if verr == nil {
-		verr = s.env.Inbound.Admit(key, h.Instance, h.Parts)
+		if verr = s.env.Inbound.Admit(key, h.Instance, h.Parts); verr != nil {
+			s.env.Inbound.Refuse(key, h.Instance, h.Parts, verr)
+		}
 	} else {
 		s.env.Inbound.Refuse(key, h.Instance, h.Parts, verr)
 	}
