@@ -4,34 +4,67 @@
 // here, in C thread-local storage, because a Go export runs on its caller's
 // thread.
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mori_go.h"
 #include "_cgo_export.h"
 
 static volatile int mg_forked = 0;
-static __thread char mg_err[4096];
+
+/* The last-error message of each thread. Only a pointer lives in thread-local
+ * storage: a Go c-shared library is marked STATIC_TLS, and glibc keeps very
+ * little static TLS spare for libraries loaded later with dlopen (Python's
+ * ctypes), so a 4 KiB __thread buffer would make dlopen fail with "cannot
+ * allocate memory in static TLS block". The buffer is allocated on first
+ * use and freed when the thread exits. */
+#define MG_ERR_CAP 4096
+static __thread char *mg_err_tls;
+static pthread_key_t mg_err_key;
+static char mg_err_oom[] = "mori-go: out of memory for the error message";
 
 static void mg_atfork_child(void) { mg_forked = 1; }
 
-__attribute__((constructor)) static void mg_init(void) { pthread_atfork(NULL, NULL, mg_atfork_child); }
-
-__attribute__((visibility("hidden"))) void mg_set_error(const char *msg, size_t n) {
-  if (n >= sizeof(mg_err)) n = sizeof(mg_err) - 1;
-  memcpy(mg_err, msg, n);
-  mg_err[n] = 0;
+__attribute__((constructor)) static void mg_init(void) {
+  pthread_key_create(&mg_err_key, free);
+  pthread_atfork(NULL, NULL, mg_atfork_child);
 }
 
-__attribute__((visibility("hidden"))) void mg_clear_error(void) { mg_err[0] = 0; }
+static char *mg_err_buf(void) {
+  if (mg_err_tls == NULL) {
+    mg_err_tls = calloc(1, MG_ERR_CAP);
+    if (mg_err_tls == NULL) return NULL;
+    pthread_setspecific(mg_err_key, mg_err_tls);
+  }
+  return mg_err_tls;
+}
 
-const char *mg_last_error(void) { return mg_err; }
+static void mg_set_error_str(const char *msg, size_t n) {
+  char *b = mg_err_buf();
+  if (b == NULL) return;
+  if (n >= MG_ERR_CAP) n = MG_ERR_CAP - 1;
+  memcpy(b, msg, n);
+  b[n] = 0;
+}
+
+__attribute__((visibility("hidden"))) void mg_set_error(const char *msg, size_t n) { mg_set_error_str(msg, n); }
+
+__attribute__((visibility("hidden"))) void mg_clear_error(void) {
+  if (mg_err_tls != NULL) mg_err_tls[0] = 0;
+}
+
+const char *mg_last_error(void) {
+  char *b = mg_err_buf();
+  return b == NULL ? mg_err_oom : b;
+}
 
 #define MG_CHECK_FORK()                                                                                     \
   do {                                                                                                      \
     if (mg_forked) {                                                                                        \
-      strcpy(mg_err,                                                                                        \
-             "mori-go: this process was forked after libmori_go.so was loaded; the Go runtime inside does " \
-             "not survive fork(): start worker processes with the 'spawn' method");                         \
+      static const char m[] =                                                                               \
+          "mori-go: this process was forked after libmori_go.so was loaded; the Go runtime inside does "    \
+          "not survive fork(): start worker processes with the 'spawn' method";                             \
+      mg_set_error_str(m, sizeof m - 1);                                                                    \
       return MG_ERR_FORKED;                                                                                 \
     }                                                                                                       \
   } while (0)
