@@ -1,0 +1,539 @@
+//go:build linux && cgo
+
+package verbs
+
+/*
+#cgo LDFLAGS: -ldl
+#cgo noescape mg_post_send
+#cgo nocallback mg_post_send
+#cgo noescape mg_post_recv
+#cgo nocallback mg_post_recv
+#cgo noescape mg_poll_cq
+#cgo nocallback mg_poll_cq
+#include <stdlib.h>
+#include "ibv.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// LibName is the libibverbs soname that System loads.
+const LibName = "libibverbs.so.1"
+
+// ibvLib is a loaded libibverbs: its function table lives in C memory and
+// is never freed (a verbs library is not unloaded while devices may be open).
+type ibvLib struct {
+	t    *C.mg_ibv
+	name string
+}
+
+func loadLib(name string) (*ibvLib, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	t := (*C.mg_ibv)(C.calloc(1, C.size_t(unsafe.Sizeof(C.mg_ibv{}))))
+	var errbuf [512]C.char
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	if C.mg_load(cname, t, &errbuf[0], C.size_t(len(errbuf))) != 0 {
+		C.free(unsafe.Pointer(t))
+		return nil, fmt.Errorf("%w: load %s: %s", ErrNotSupported, name, C.GoString(&errbuf[0]))
+	}
+	return &ibvLib{t: t, name: name}, nil
+}
+
+type ibvProvider struct {
+	name string
+	once sync.Once
+	lib  *ibvLib
+	err  error
+}
+
+var systemProvider = sync.OnceValue(func() *ibvProvider { return &ibvProvider{name: LibName} })
+
+// System returns the provider over the host's libibverbs, loaded with
+// dlopen on first use. Without libibverbs its methods return errors
+// wrapping ErrNotSupported.
+func System() Provider { return systemProvider() }
+
+// Load loads the verbs library name now (tests pass a missing name to
+// check the fallback); the error wraps ErrNotSupported.
+func Load(name string) (Provider, error) {
+	p := &ibvProvider{name: name}
+	if _, err := p.load(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *ibvProvider) load() (*ibvLib, error) {
+	p.once.Do(func() { p.lib, p.err = loadLib(p.name) })
+	return p.lib, p.err
+}
+
+func (p *ibvProvider) Devices() ([]DeviceInfo, error) {
+	lib, err := p.load()
+	if err != nil {
+		return nil, err
+	}
+	var n C.int
+	list, _ := C.mg_get_device_list(lib.t, &n)
+	if list == nil {
+		// NULL with ENOSYS means no kernel support; either way: none.
+		return nil, nil
+	}
+	defer C.mg_free_device_list(lib.t, list)
+	var out []DeviceInfo
+	for i := 0; i < int(C.mg_device_count(list)); i++ {
+		d := DeviceInfo{Name: C.GoString(C.mg_device_name(list, C.int(i)))}
+		path := C.GoString(C.mg_device_ibdev_path(list, C.int(i)))
+		if link, err := filepath.EvalSymlinks(filepath.Join(path, "device")); err == nil {
+			d.PCIAddr = filepath.Base(link)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (p *ibvProvider) Open(name string) (Context, error) {
+	lib, err := p.load()
+	if err != nil {
+		return nil, err
+	}
+	var n C.int
+	list, lerr := C.mg_get_device_list(lib.t, &n)
+	if list == nil {
+		return nil, fmt.Errorf("%w: open %s: ibv_get_device_list: %v", ErrNotSupported, name, lerr)
+	}
+	defer C.mg_free_device_list(lib.t, list)
+	for i := 0; i < int(C.mg_device_count(list)); i++ {
+		if C.GoString(C.mg_device_name(list, C.int(i))) != name {
+			continue
+		}
+		path := C.GoString(C.mg_device_ibdev_path(list, C.int(i)))
+		ctx, err := C.mg_open_device(lib.t, list, C.int(i))
+		if ctx == nil {
+			return nil, fmt.Errorf("ibv_open_device %s: %w", name, err)
+		}
+		return &ibvContext{lib: lib, ctx: ctx, name: name, ibdevPath: path}, nil
+	}
+	return nil, fmt.Errorf("open %s: no such RDMA device", name)
+}
+
+type ibvContext struct {
+	lib       *ibvLib
+	ctx       *C.struct_ibv_context
+	name      string
+	ibdevPath string
+}
+
+func rcErr(what string, rc C.int) error {
+	if rc == 0 {
+		return nil
+	}
+	if rc < 0 {
+		rc = -rc
+	}
+	return fmt.Errorf("%s: %w", what, syscall.Errno(rc))
+}
+
+func nullErr(what string, err error) error {
+	if err == nil {
+		err = errors.New("failed")
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func (c *ibvContext) Name() string { return c.name }
+
+func (c *ibvContext) QueryDevice() (DeviceAttr, error) {
+	var a C.mg_device_attr
+	if err := rcErr("ibv_query_device "+c.name, C.mg_query_device(c.lib.t, c.ctx, &a)); err != nil {
+		return DeviceAttr{}, err
+	}
+	return DeviceAttr{
+		PhysPortCnt: uint8(a.phys_port_cnt), MaxQPWR: int(a.max_qp_wr), MaxSGE: int(a.max_sge),
+		MaxCQE: int(a.max_cqe), MaxQPRdAtom: int(a.max_qp_rd_atom), MaxQPInitRdAtom: int(a.max_qp_init_rd_atom),
+	}, nil
+}
+
+func (c *ibvContext) QueryPort(port uint8) (PortAttr, error) {
+	var a C.mg_port_attr
+	if err := rcErr(fmt.Sprintf("ibv_query_port %s port %d", c.name, port), C.mg_query_port(c.lib.t, c.ctx, C.uint8_t(port), &a)); err != nil {
+		return PortAttr{}, err
+	}
+	return PortAttr{
+		State: PortState(a.state), MaxMTU: MTU(a.max_mtu), ActiveMTU: MTU(a.active_mtu),
+		GIDTableLen: int(a.gid_tbl_len), MaxMsgSize: uint32(a.max_msg_sz), LID: uint16(a.lid),
+		LinkLayer: LinkLayer(a.link_layer), ActiveWidth: uint8(a.active_width), ActiveSpeed: uint8(a.active_speed),
+	}, nil
+}
+
+func (c *ibvContext) QueryGID(port uint8, index int) (GIDEntry, error) {
+	var gid [16]C.uint8_t
+	var typ C.int
+	if err := rcErr(fmt.Sprintf("ibv_query_gid %s port %d index %d", c.name, port, index),
+		C.mg_query_gid(c.lib.t, c.ctx, C.uint8_t(port), C.int(index), &gid[0], &typ)); err != nil {
+		return GIDEntry{}, err
+	}
+	e := GIDEntry{Index: index}
+	for i := range gid {
+		e.GID[i] = byte(gid[i])
+	}
+	if typ >= 0 {
+		e.Type = GIDType(typ)
+	} else {
+		e.Type = sysfsGIDType(c.ibdevPath, port, index)
+	}
+	return e, nil
+}
+
+// sysfsGIDType reads the GID type that older libibverbs cannot return.
+func sysfsGIDType(ibdevPath string, port uint8, index int) GIDType {
+	b, err := os.ReadFile(filepath.Join(ibdevPath, "ports", fmt.Sprint(port), "gid_attrs", "types", fmt.Sprint(index)))
+	if err != nil {
+		return GIDTypeIB
+	}
+	return parseGIDType(string(b))
+}
+
+func parseGIDType(s string) GIDType {
+	s = strings.ToLower(strings.TrimSpace(s))
+	switch {
+	case strings.Contains(s, "v2"):
+		return GIDTypeRoCEv2
+	case strings.Contains(s, "roce"):
+		return GIDTypeRoCEv1
+	}
+	return GIDTypeIB
+}
+
+func (c *ibvContext) AllocPD() (PD, error) {
+	pd, err := C.mg_alloc_pd(c.lib.t, c.ctx)
+	if pd == nil {
+		return nil, nullErr("ibv_alloc_pd "+c.name, err)
+	}
+	return &ibvPD{c: c, pd: pd}, nil
+}
+
+func (c *ibvContext) CreateCompChannel() (CompChannel, error) {
+	ch, err := C.mg_create_comp_channel(c.lib.t, c.ctx)
+	if ch == nil {
+		return nil, nullErr("ibv_create_comp_channel "+c.name, err)
+	}
+	return &ibvChannel{c: c, ch: ch, cqs: make(map[*C.struct_ibv_cq]*ibvCQ)}, nil
+}
+
+func (c *ibvContext) CreateCQ(cqe int, ch CompChannel) (CQ, error) {
+	var cch *C.struct_ibv_comp_channel
+	var owner *ibvChannel
+	if ch != nil {
+		owner = ch.(*ibvChannel)
+		cch = owner.ch
+	}
+	cq, err := C.mg_create_cq(c.lib.t, c.ctx, C.int(cqe), cch)
+	if cq == nil {
+		return nil, nullErr(fmt.Sprintf("ibv_create_cq %s (%d entries)", c.name, cqe), err)
+	}
+	q := &ibvCQ{c: c, cq: cq, ch: owner}
+	if owner != nil {
+		owner.mu.Lock()
+		owner.cqs[cq] = q
+		owner.mu.Unlock()
+	}
+	return q, nil
+}
+
+func timeoutMS(d time.Duration) C.int {
+	if d <= 0 {
+		return 0
+	}
+	return C.int(max(1, d.Milliseconds()))
+}
+
+func (c *ibvContext) WaitAsyncEvent(timeout time.Duration) (AsyncEvent, bool, error) {
+	var typ, qpn C.uint32_t
+	var cq *C.struct_ibv_cq
+	var port C.int
+	rc := C.mg_wait_async_event(c.lib.t, c.ctx, timeoutMS(timeout), &typ, &qpn, &cq, &port)
+	if rc < 0 {
+		return AsyncEvent{}, false, rcErr("ibv_get_async_event "+c.name, rc)
+	}
+	if rc == 0 {
+		return AsyncEvent{}, false, nil
+	}
+	return AsyncEvent{Type: AsyncEventType(typ), QPNum: uint32(qpn), Port: uint8(port)}, true, nil
+}
+
+func (c *ibvContext) Close() error {
+	return rcErr("ibv_close_device "+c.name, C.mg_close_device(c.lib.t, c.ctx))
+}
+
+type ibvPD struct {
+	c  *ibvContext
+	pd *C.struct_ibv_pd
+}
+
+func (p *ibvPD) RegMR(addr uintptr, length uint64, access Access) (MR, error) {
+	mr, err := C.mg_reg_mr(p.c.lib.t, p.pd, C.uint64_t(addr), C.uint64_t(length), C.int(access))
+	if mr == nil {
+		return nil, nullErr(fmt.Sprintf("ibv_reg_mr %s %#x len %d", p.c.name, addr, length), err)
+	}
+	return &ibvMR{c: p.c, mr: mr}, nil
+}
+
+func (p *ibvPD) RegDmabufMR(offset, length, iova uint64, fd int, access Access) (MR, error) {
+	mr, err := C.mg_reg_dmabuf_mr(p.c.lib.t, p.pd, C.uint64_t(offset), C.uint64_t(length), C.uint64_t(iova), C.int(fd), C.int(access))
+	if mr == nil {
+		return nil, nullErr(fmt.Sprintf("ibv_reg_dmabuf_mr %s fd %d offset %d len %d", p.c.name, fd, offset, length), err)
+	}
+	return &ibvMR{c: p.c, mr: mr}, nil
+}
+
+func (p *ibvPD) CreateQP(a QPInitAttr) (QP, error) {
+	scq, rcq := a.SendCQ.(*ibvCQ), a.RecvCQ.(*ibvCQ)
+	qp, err := C.mg_create_qp(p.c.lib.t, p.pd, scq.cq, rcq.cq, C.uint32_t(a.MaxSendWR), C.uint32_t(a.MaxRecvWR),
+		C.uint32_t(a.MaxSendSGE), C.uint32_t(a.MaxRecvSGE), C.uint32_t(a.MaxInlineData))
+	if qp == nil {
+		return nil, nullErr(fmt.Sprintf("ibv_create_qp %s (send %d recv %d)", p.c.name, a.MaxSendWR, a.MaxRecvWR), err)
+	}
+	return &ibvQP{c: p.c, qp: qp, num: uint32(C.mg_qp_num(qp))}, nil
+}
+
+func (p *ibvPD) Close() error {
+	return rcErr("ibv_dealloc_pd "+p.c.name, C.mg_dealloc_pd(p.c.lib.t, p.pd))
+}
+
+type ibvMR struct {
+	c  *ibvContext
+	mr *C.struct_ibv_mr
+}
+
+func (m *ibvMR) LKey() uint32 { return uint32(C.mg_mr_lkey(m.mr)) }
+func (m *ibvMR) RKey() uint32 { return uint32(C.mg_mr_rkey(m.mr)) }
+func (m *ibvMR) Close() error {
+	return rcErr("ibv_dereg_mr "+m.c.name, C.mg_dereg_mr(m.c.lib.t, m.mr))
+}
+
+type ibvChannel struct {
+	c   *ibvContext
+	ch  *C.struct_ibv_comp_channel
+	mu  sync.Mutex
+	cqs map[*C.struct_ibv_cq]*ibvCQ
+}
+
+func (h *ibvChannel) Wait(timeout time.Duration) (CQ, error) {
+	var cq *C.struct_ibv_cq
+	rc := C.mg_wait_cq_event(h.c.lib.t, h.ch, timeoutMS(timeout), &cq)
+	if rc < 0 {
+		return nil, rcErr("ibv_get_cq_event "+h.c.name, rc)
+	}
+	if rc == 0 {
+		return nil, nil
+	}
+	h.mu.Lock()
+	q := h.cqs[cq]
+	h.mu.Unlock()
+	if q == nil {
+		return nil, nil // an event for a CQ destroyed meanwhile
+	}
+	return q, nil
+}
+
+func (h *ibvChannel) Close() error {
+	return rcErr("ibv_destroy_comp_channel "+h.c.name, C.mg_destroy_comp_channel(h.c.lib.t, h.ch))
+}
+
+type ibvCQ struct {
+	c  *ibvContext
+	cq *C.struct_ibv_cq
+	ch *ibvChannel
+	wc [32]C.mg_wc
+}
+
+func (q *ibvCQ) Poll(wc []WorkCompletion) (int, error) {
+	n := min(len(wc), len(q.wc))
+	got := int(C.mg_poll_cq(q.cq, C.int(n), &q.wc[0]))
+	if got < 0 {
+		return 0, fmt.Errorf("ibv_poll_cq %s: error %d", q.c.name, got)
+	}
+	for i := 0; i < got; i++ {
+		w := &q.wc[i]
+		wc[i] = WorkCompletion{
+			ID: uint64(w.wr_id), Status: WCStatus(w.status), Opcode: WCOpcode(w.opcode),
+			VendorErr: uint32(w.vendor_err), ByteLen: uint32(w.byte_len), Imm: uint32(w.imm),
+			Flags: uint32(w.wc_flags), QPNum: uint32(w.qp_num),
+		}
+	}
+	return got, nil
+}
+
+func (q *ibvCQ) ReqNotify(solicitedOnly bool) error {
+	s := C.int(0)
+	if solicitedOnly {
+		s = 1
+	}
+	return rcErr("ibv_req_notify_cq "+q.c.name, C.mg_req_notify_cq(q.cq, s))
+}
+
+func (q *ibvCQ) Close() error {
+	if q.ch != nil {
+		q.ch.mu.Lock()
+		delete(q.ch.cqs, q.cq)
+		q.ch.mu.Unlock()
+	}
+	return rcErr("ibv_destroy_cq "+q.c.name, C.mg_destroy_cq(q.c.lib.t, q.cq))
+}
+
+type ibvQP struct {
+	c   *ibvContext
+	qp  *C.struct_ibv_qp
+	num uint32
+	mu  sync.Mutex // guards the scratch arrays
+	swr []C.mg_send_wr
+	rwr []C.mg_recv_wr
+	sge []C.struct_ibv_sge
+}
+
+func (q *ibvQP) Num() uint32 { return q.num }
+
+func (q *ibvQP) Modify(a *QPAttr, mask QPAttrMask) error {
+	ca := C.mg_qp_attr{
+		dest_qp_num: C.uint32_t(a.DestQPN), rq_psn: C.uint32_t(a.RQPSN), sq_psn: C.uint32_t(a.SQPSN),
+		access: C.uint32_t(a.Access), flow_label: C.uint32_t(a.AH.FlowLabel),
+		pkey_index: C.uint16_t(a.PKeyIndex), dlid: C.uint16_t(a.AH.DLID),
+		state: C.uint8_t(a.State), port: C.uint8_t(a.Port), path_mtu: C.uint8_t(a.PathMTU),
+		max_dest_rd_atomic: C.uint8_t(a.MaxDestRdAtom), max_rd_atomic: C.uint8_t(a.MaxRdAtomic),
+		min_rnr_timer: C.uint8_t(a.MinRNRTimer), timeout: C.uint8_t(a.Timeout),
+		retry_cnt: C.uint8_t(a.RetryCnt), rnr_retry: C.uint8_t(a.RNRRetry), sl: C.uint8_t(a.AH.SL),
+		sgid_index: C.uint8_t(a.AH.SGIDIndex), hop_limit: C.uint8_t(a.AH.HopLimit),
+		traffic_class: C.uint8_t(a.AH.TrafficClass),
+	}
+	if a.AH.IsGlobal {
+		ca.is_global = 1
+		for i, b := range a.AH.DGID {
+			ca.dgid[i] = C.uint8_t(b)
+		}
+	}
+	return rcErr(fmt.Sprintf("ibv_modify_qp %s qpn %d to %s", q.c.name, q.num, a.State), C.mg_modify_qp(q.c.lib.t, q.qp, &ca, C.int(mask)))
+}
+
+func (q *ibvQP) State() (QPState, error) {
+	var s C.int
+	if err := rcErr(fmt.Sprintf("ibv_query_qp %s qpn %d", q.c.name, q.num), C.mg_query_qp_state(q.c.lib.t, q.qp, &s)); err != nil {
+		return 0, err
+	}
+	return QPState(s), nil
+}
+
+func (q *ibvQP) PostSend(wrs []SendWR) error {
+	if len(wrs) == 0 {
+		return nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.swr, q.sge = q.swr[:0], q.sge[:0]
+	for _, w := range wrs {
+		q.swr = append(q.swr, C.mg_send_wr{
+			wr_id: C.uint64_t(w.ID), remote_addr: C.uint64_t(w.RemoteAddr), rkey: C.uint32_t(w.RKey),
+			imm: C.uint32_t(w.Imm), flags: C.uint32_t(w.Flags), sge_off: C.uint32_t(len(q.sge)),
+			opcode: C.uint8_t(w.Opcode), num_sge: C.uint8_t(len(w.SGL)),
+		})
+		for _, s := range w.SGL {
+			q.sge = append(q.sge, C.struct_ibv_sge{addr: C.uint64_t(s.Addr), length: C.uint32_t(s.Length), lkey: C.uint32_t(s.LKey)})
+		}
+	}
+	var sge *C.struct_ibv_sge
+	if len(q.sge) > 0 {
+		sge = &q.sge[0]
+	}
+	var bad C.int
+	if rc := C.mg_post_send(q.qp, &q.swr[0], C.int(len(q.swr)), sge, &bad); rc != 0 {
+		return &PostError{Index: int(bad), Errno: syscall.Errno(rc)}
+	}
+	return nil
+}
+
+func (q *ibvQP) PostRecv(wrs []RecvWR) error {
+	if len(wrs) == 0 {
+		return nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.rwr, q.sge = q.rwr[:0], q.sge[:0]
+	for _, w := range wrs {
+		q.rwr = append(q.rwr, C.mg_recv_wr{wr_id: C.uint64_t(w.ID), sge_off: C.uint32_t(len(q.sge)), num_sge: C.uint32_t(len(w.SGL))})
+		for _, s := range w.SGL {
+			q.sge = append(q.sge, C.struct_ibv_sge{addr: C.uint64_t(s.Addr), length: C.uint32_t(s.Length), lkey: C.uint32_t(s.LKey)})
+		}
+	}
+	var sge *C.struct_ibv_sge
+	if len(q.sge) > 0 {
+		sge = &q.sge[0]
+	}
+	var bad C.int
+	if rc := C.mg_post_recv(q.qp, &q.rwr[0], C.int(len(q.rwr)), sge, &bad); rc != 0 {
+		return &PostError{Index: int(bad), Errno: syscall.Errno(rc)}
+	}
+	return nil
+}
+
+func (q *ibvQP) Close() error {
+	return rcErr(fmt.Sprintf("ibv_destroy_qp %s qpn %d", q.c.name, q.num), C.mg_destroy_qp(q.c.lib.t, q.qp))
+}
+
+// checkABI compares the Go mirrors of verbs constants with the headers the
+// C side was compiled against; a test calls it.
+func checkABI() error {
+	pairs := []struct {
+		name   string
+		goV, c int64
+	}{
+		{"IBV_QPS_RTS", int64(QPRTS), int64(C.IBV_QPS_RTS)},
+		{"IBV_QPS_ERR", int64(QPError), int64(C.IBV_QPS_ERR)},
+		{"IBV_QP_DEST_QPN", int64(QPAttrDestQPN), int64(C.IBV_QP_DEST_QPN)},
+		{"IBV_QP_MAX_DEST_RD_ATOMIC", int64(QPAttrMaxDestRdAtom), int64(C.IBV_QP_MAX_DEST_RD_ATOMIC)},
+		{"IBV_QP_MIN_RNR_TIMER", int64(QPAttrMinRNRTimer), int64(C.IBV_QP_MIN_RNR_TIMER)},
+		{"IBV_QP_SQ_PSN", int64(QPAttrSQPSN), int64(C.IBV_QP_SQ_PSN)},
+		{"IBV_QP_AV", int64(QPAttrAV), int64(C.IBV_QP_AV)},
+		{"IBV_WR_RDMA_READ", int64(OpRDMARead), int64(C.IBV_WR_RDMA_READ)},
+		{"IBV_WR_RDMA_WRITE_WITH_IMM", int64(OpRDMAWriteWithImm), int64(C.IBV_WR_RDMA_WRITE_WITH_IMM)},
+		{"IBV_WR_SEND", int64(OpSend), int64(C.IBV_WR_SEND)},
+		{"IBV_SEND_INLINE", int64(SendInline), int64(C.IBV_SEND_INLINE)},
+		{"IBV_SEND_SIGNALED", int64(SendSignaled), int64(C.IBV_SEND_SIGNALED)},
+		{"IBV_SEND_FENCE", int64(SendFence), int64(C.IBV_SEND_FENCE)},
+		{"IBV_WC_WR_FLUSH_ERR", int64(WCWRFlushErr), int64(C.IBV_WC_WR_FLUSH_ERR)},
+		{"IBV_WC_RETRY_EXC_ERR", int64(WCRetryExcErr), int64(C.IBV_WC_RETRY_EXC_ERR)},
+		{"IBV_WC_REM_ACCESS_ERR", int64(WCRemAccessErr), int64(C.IBV_WC_REM_ACCESS_ERR)},
+		{"IBV_WC_GENERAL_ERR", int64(WCGeneralErr), int64(C.IBV_WC_GENERAL_ERR)},
+		{"IBV_WC_RECV", int64(WCRecv), int64(C.IBV_WC_RECV)},
+		{"IBV_WC_RECV_RDMA_WITH_IMM", int64(WCRecvRDMAWithIm), int64(C.IBV_WC_RECV_RDMA_WITH_IMM)},
+		{"IBV_WC_WITH_IMM", int64(WCFlagWithImm), int64(C.IBV_WC_WITH_IMM)},
+		{"IBV_ACCESS_REMOTE_READ", int64(AccessRemoteRead), int64(C.IBV_ACCESS_REMOTE_READ)},
+		{"IBV_ACCESS_RELAXED_ORDERING", int64(AccessRelaxedOrdering), int64(C.IBV_ACCESS_RELAXED_ORDERING)},
+		{"IBV_MTU_4096", int64(MTU4096), int64(C.IBV_MTU_4096)},
+		{"IBV_PORT_ACTIVE", int64(PortActive), int64(C.IBV_PORT_ACTIVE)},
+		{"IBV_LINK_LAYER_ETHERNET", int64(LinkEthernet), int64(C.IBV_LINK_LAYER_ETHERNET)},
+		{"IBV_GID_TYPE_ROCE_V2", int64(GIDTypeRoCEv2), int64(C.IBV_GID_TYPE_ROCE_V2)},
+		{"IBV_EVENT_DEVICE_FATAL", int64(EventDeviceFatal), int64(C.IBV_EVENT_DEVICE_FATAL)},
+		{"IBV_EVENT_PORT_ERR", int64(EventPortErr), int64(C.IBV_EVENT_PORT_ERR)},
+		{"IBV_EVENT_GID_CHANGE", int64(EventGIDChange), int64(C.IBV_EVENT_GID_CHANGE)},
+	}
+	var errs []error
+	for _, p := range pairs {
+		if p.goV != p.c {
+			errs = append(errs, fmt.Errorf("%s: Go %d, verbs.h %d", p.name, p.goV, p.c))
+		}
+	}
+	return errors.Join(errs...)
+}
