@@ -10,6 +10,16 @@ import (
 	"github.com/mori-go/mori-go/gpu"
 )
 
+// The GPU driver serves the TCP backend's staging (core.GPU), the
+// same-host path (core.GPUIPC) and GPUDirect RDMA registration
+// (core.DmabufExporter); the engine hands it to backends as it is, so that
+// they can test it for the optional interfaces.
+var _ interface {
+	core.GPU
+	core.GPUIPC
+	core.DmabufExporter
+} = (*gpu.Driver)(nil)
+
 // rdmaFactory returns the RDMA backend factory of this build.
 func rdmaFactory() engine.RDMAFactory { return nil }
 

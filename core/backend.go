@@ -39,11 +39,76 @@ type MemoryBackend interface {
 }
 
 // GPU is what backends need from a GPU driver: checks and copies. The gpu
-// package's Driver implements it.
+// package's Driver implements it, and the optional interfaces below; core
+// does not import gpu (the types in these signatures are plain or unnamed,
+// so that gpu's methods match them exactly).
 type GPU interface {
+	// CheckDeviceRange returns nil when [ptr, ptr+size) is device memory
+	// of device inside one allocation, and an error saying what is wrong
+	// otherwise.
 	CheckDeviceRange(ptr uintptr, size uint64, device int) error
+	// CopyToHost and CopyFromHost are synchronous copies between device
+	// memory and (pageable) host memory.
 	CopyToHost(dst []byte, src uintptr, device int) error
 	CopyFromHost(dst uintptr, src []byte, device int) error
+	// ReadStaged copies the device memory of spans (all on device) to the
+	// host through a ring of page-locked buffers and calls consume with the
+	// bytes, in order, one chunk at a time: while consume works on a chunk
+	// (writes it to a socket), the copies of the next chunks are running on
+	// their own streams. A chunk is valid only during the call. The first
+	// error from consume or the driver ends the call and is returned.
+	ReadStaged(device int, spans []DeviceSpan, consume func([]byte) error) error
+	// WriteStaged fills the device memory of spans with the bytes produce
+	// gives, in order: produce fills a page-locked chunk (it must fill all
+	// of it) while the previous chunks are copied to the device. It returns
+	// once every byte is on the device, or the first error.
+	WriteStaged(device int, spans []DeviceSpan, produce func([]byte) error) error
+}
+
+// DeviceSpan is Size bytes of device memory at Addr. It is an alias of an
+// unnamed struct type, so that gpu.Span, declared the same way, is the very
+// same type.
+type DeviceSpan = struct {
+	Addr uintptr
+	Size uint64
+}
+
+// DeviceCopy is one device-to-device copy (an alias, like DeviceSpan; the
+// same type as gpu.Copy).
+type DeviceCopy = struct {
+	Dst, Src uintptr
+	Size     uint64
+}
+
+// GPUIPC is implemented by GPU drivers that can share device memory
+// between processes of one host (CUDA and HIP IPC). The engine uses it for
+// transfers between engines on the same node (package ipc).
+type GPUIPC interface {
+	// IPCExport returns the IPC handle of the allocation that contains ptr
+	// and the offset of ptr in it: handles name allocation bases, whatever
+	// pointer they are made from.
+	IPCExport(ptr uintptr) (handle [IPCHandleSize]byte, offset uint64, err error)
+	// IPCMap maps the allocation a handle names on device and returns its
+	// base and size in this process. A handle may be mapped only once per
+	// process and device at a time: callers share mappings.
+	IPCMap(handle [IPCHandleSize]byte, device int) (base uintptr, size uint64, unmap func() error, err error)
+	// CopyDeviceBatch runs copies on one stream of device and returns when
+	// all are complete.
+	CopyDeviceBatch(device int, copies []DeviceCopy) error
+}
+
+// DmabufExporter is implemented by GPU drivers that can export device
+// memory as a dma-buf, for GPUDirect RDMA without a peer-memory kernel
+// module: register it with ibv_reg_dmabuf_mr(pd, offset, size, iova=ptr,
+// fd, access). The exported range is [ptr, ptr+size) widened to whole
+// pages and offset is where ptr lies in it. The caller owns fd and closes
+// it once registered (the MR holds its own reference). An error that wraps
+// the driver's "not supported" (gpu.ErrNotSupported) means: fall back to
+// ibv_reg_mr on the address, or to staging. gpu.Driver implements it, and
+// also ExportDmabuf(ptr, size, device), the same call that checks the
+// memory is on device.
+type DmabufExporter interface {
+	DmabufFD(ptr uintptr, size uint64) (fd int, offset uint64, err error)
 }
 
 // ControlHandler is implemented by backends that exchange set-up messages
@@ -63,8 +128,10 @@ type BackendEnv struct {
 	Registry *Registry
 	Inbound  *InboundTable
 	Secret   []byte
-	GPU      GPU // nil without a GPU driver
-	Logger   *slog.Logger
+	// GPU is the GPU driver, nil without one. Backends may test it for the
+	// optional interfaces GPUIPC and DmabufExporter.
+	GPU    GPU
+	Logger *slog.Logger
 }
 
 // Transfer is one transfer as backends see it: one local region, one

@@ -43,6 +43,7 @@ typedef struct {
 	cu_res (*ipcCloseMemHandle)(cu_dptr);
 	cu_res (*memGetHandleForAddressRange)(void *, cu_dptr, size_t, int, unsigned long long);
 	cu_res (*getErrorString)(cu_res, const char **);
+	cu_res (*deviceGetPCIBusId)(char *, int, int);
 } cu_table;
 
 typedef struct {
@@ -80,6 +81,7 @@ static const char *cu_load(void *lib, cu_table *t) {
 		{"cuIpcCloseMemHandle", NULL, offsetof(cu_table, ipcCloseMemHandle), 1},
 		{"cuMemGetHandleForAddressRange", NULL, offsetof(cu_table, memGetHandleForAddressRange), 0},
 		{"cuGetErrorString", NULL, offsetof(cu_table, getErrorString), 1},
+		{"cuDeviceGetPCIBusId", NULL, offsetof(cu_table, deviceGetPCIBusId), 0},
 	};
 	for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
 		void *p = dlsym(lib, syms[i].name);
@@ -132,6 +134,9 @@ static cu_res cu_mem_get_handle_for_address_range(cu_table *t, int *fd, cu_dptr 
 	return t->memGetHandleForAddressRange ? t->memGetHandleForAddressRange(fd, p, n, type, flags) : cu_missing;
 }
 static cu_res cu_get_error_string(cu_table *t, cu_res r, const char **s) { return t->getErrorString(r, s); }
+static cu_res cu_device_get_pci_bus_id(cu_table *t, char *id, int n, int d) {
+	return t->deviceGetPCIBusId ? t->deviceGetPCIBusId(id, n, d) : cu_missing;
+}
 */
 import "C"
 
@@ -411,6 +416,17 @@ func (c *cudaBackend) dmabuf(ptr uintptr, size uint64, device int) (int, error) 
 		return C.cu_mem_get_handle_for_address_range(c.t, &fd, C.cu_dptr(ptr), C.size_t(size), cuRangeHandleTypeDmaBuf, 0)
 	})
 	return int(fd), err
+}
+
+func (c *cudaBackend) pciBusID(device int) (string, error) {
+	if _, err := c.context(device); err != nil { // cuDeviceGet of the ordinal, cuInit done
+		return "", err
+	}
+	var buf [64]C.char
+	if r := C.cu_device_get_pci_bus_id(c.t, &buf[0], C.int(len(buf)), c.dev[device]); r != cuSuccess {
+		return "", c.err("cuDeviceGetPCIBusId", r)
+	}
+	return C.GoString(&buf[0]), nil
 }
 
 func (c *cudaBackend) close() error {

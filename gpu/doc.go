@@ -17,9 +17,17 @@
 // it was.
 //
 // Copies run on streams the Driver owns (never the default stream) and are
-// synchronous for the caller. Stager pipelines large copies through a ring of
-// page-locked slots for the TCP path.
+// synchronous for the caller. Stager pipelines large copies, and gather or
+// scatter lists (Span), through a ring of page-locked slots; ReadStaged and
+// WriteStaged lend one from the Driver's pool, for the TCP path.
+// CopyDeviceBatch runs many device-to-device copies with one wait, and
+// IPCExport and IPCMap share allocations between processes, for the
+// same-host path. Copy, Span and IPCHandle are aliases of unnamed types, so
+// that the Driver satisfies the interfaces of package core (core.GPU,
+// core.GPUIPC, core.DmabufExporter) without either package importing the
+// other.
 //
 // The package is tested on machines without a GPU against a stand-in driver
-// (testdata/standin) that implements the calls it makes over host memory.
+// (testdata/standin, built by internal/standin) that implements the calls it
+// makes over host memory.
 package gpu

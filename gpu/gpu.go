@@ -58,7 +58,24 @@ type Options struct {
 	Vendor Vendor
 	// Logger receives the package's logs. Nil discards them.
 	Logger *slog.Logger
+	// StagingSlots and StagingSlotSize shape the Stagers that ReadStaged
+	// and WriteStaged borrow from the Driver's pool: that many page-locked
+	// slots of that many bytes each (defaults 4 and 256 KiB). Slots smaller
+	// than a transport's frames let the copy of one slot overlap the
+	// network transfer of the next.
+	StagingSlots    int
+	StagingSlotSize int
 }
+
+// Default staging ring of the Driver's pooled Stagers.
+const (
+	DefaultStagingSlots    = 4
+	DefaultStagingSlotSize = 256 << 10
+)
+
+// maxIdleStagers bounds the idle Stagers the Driver keeps per device; more
+// are closed when returned.
+const maxIdleStagers = 64
 
 // backend is one vendor's driver. Calls that take a device run with that
 // device current on the calling thread and leave the thread as they found
@@ -80,6 +97,7 @@ type backend interface {
 	ipcOpen(h *IPCHandle, device int) (uintptr, error)
 	ipcClose(ptr uintptr, device int) error
 	dmabuf(ptr uintptr, size uint64, device int) (int, error)
+	pciBusID(device int) (string, error)
 	close() error
 }
 
@@ -96,6 +114,14 @@ type Driver struct {
 
 	poolMu  sync.Mutex
 	streams map[int][]unsafe.Pointer // idle streams per device, for the synchronous copies
+
+	// Pooled Stagers for ReadStaged and WriteStaged, guarded by poolMu.
+	// Close sets stagingClosed and waits for staging (the Stagers lent
+	// out) before it closes anything.
+	slots, slotSize int
+	stagers         map[int][]*Stager // idle Stagers per device
+	stagingClosed   bool
+	staging         sync.WaitGroup
 }
 
 // Open loads a GPU driver. With zero Options it tries libcuda.so.1, then
@@ -105,23 +131,32 @@ func Open(opts Options) (*Driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.StagingSlots < 0 || opts.StagingSlotSize < 0 {
+		return nil, fmt.Errorf("gpu: staging of %d slots of %d bytes: sizes must not be negative", opts.StagingSlots, opts.StagingSlotSize)
+	}
+	if opts.StagingSlots == 0 {
+		opts.StagingSlots = DefaultStagingSlots
+	}
+	if opts.StagingSlotSize == 0 {
+		opts.StagingSlotSize = DefaultStagingSlotSize
+	}
 	if opts.Library != "" {
-		return open(opts.Vendor, []string{opts.Library}, log)
+		return open(opts.Vendor, []string{opts.Library}, &opts, log)
 	}
 	switch opts.Vendor {
 	case VendorNVIDIA:
-		return open(VendorNVIDIA, cudaLibraries, log)
+		return open(VendorNVIDIA, cudaLibraries, &opts, log)
 	case VendorAMD:
-		return open(VendorAMD, hipLibraries, log)
+		return open(VendorAMD, hipLibraries, &opts, log)
 	case VendorNone:
 	default:
 		return nil, fmt.Errorf("gpu: unknown vendor %v", opts.Vendor)
 	}
-	d, nvErr := open(VendorNVIDIA, cudaLibraries, log)
+	d, nvErr := open(VendorNVIDIA, cudaLibraries, &opts, log)
 	if nvErr == nil {
 		return d, nil
 	}
-	d, amdErr := open(VendorAMD, hipLibraries, log)
+	d, amdErr := open(VendorAMD, hipLibraries, &opts, log)
 	if amdErr == nil {
 		return d, nil
 	}
@@ -137,7 +172,7 @@ func Open(opts Options) (*Driver, error) {
 	return nil, err
 }
 
-func open(vendor Vendor, names []string, log *slog.Logger) (*Driver, error) {
+func open(vendor Vendor, names []string, opts *Options, log *slog.Logger) (*Driver, error) {
 	lib, err := openLibrary(names)
 	if err != nil {
 		return nil, err
@@ -170,7 +205,8 @@ func open(vendor Vendor, names []string, log *slog.Logger) (*Driver, error) {
 	}
 	log.Info("gpu: driver opened", "vendor", vendor.String(), "library", lib.name,
 		"already_loaded", lib.reused, "devices", b.deviceCount())
-	return &Driver{vendor: vendor, lib: lib.name, log: log, b: b, streams: make(map[int][]unsafe.Pointer)}, nil
+	return &Driver{vendor: vendor, lib: lib.name, log: log, b: b, streams: make(map[int][]unsafe.Pointer),
+		slots: opts.StagingSlots, slotSize: opts.StagingSlotSize, stagers: make(map[int][]*Stager)}, nil
 }
 
 // enter starts a call; the caller must call d.mu.RUnlock when it returns nil.
@@ -359,6 +395,38 @@ func (d *Driver) CopyDeviceToDevice(dst, src uintptr, n uint64, device int) erro
 	})
 }
 
+// Copy is one device-to-device copy of a batch: Size bytes from Src to Dst.
+//
+// Copy, like Span, is an alias of an unnamed struct type rather than a
+// defined type, so that a package declaring the same alias (core's
+// DeviceCopy) names the very same type, and the Driver satisfies that
+// package's interfaces without either package importing the other.
+type Copy = struct {
+	Dst, Src uintptr
+	Size     uint64
+}
+
+// CopyDeviceBatch runs copies, in order, on one stream of device and
+// returns when all are complete: one wait for the whole batch rather than
+// one per copy. Each copy is between device allocations (of device, of its
+// peers, or opened with IPCMap).
+func (d *Driver) CopyDeviceBatch(device int, copies []Copy) error {
+	if len(copies) == 0 {
+		return nil
+	}
+	return d.syncCopy(device, func(s unsafe.Pointer) error {
+		for i, c := range copies {
+			if c.Size == 0 {
+				continue
+			}
+			if err := d.b.copyD2D(s, device, c.Dst, c.Src, c.Size); err != nil {
+				return fmt.Errorf("copy %d of %d (%#x to %#x, %d bytes): %w", i+1, len(copies), c.Src, c.Dst, c.Size, err)
+			}
+		}
+		return nil
+	})
+}
+
 // AllocPinned allocates n bytes of page-locked host memory, outside the Go
 // heap, that the GPU can reach by DMA. free releases it; buf must not be
 // used after free, and free may be called once.
@@ -416,8 +484,10 @@ func (d *Driver) FreeDevice(ptr uintptr) error {
 }
 
 // IPCHandle is a CUDA or HIP IPC memory handle: 64 opaque bytes that
-// another process on the same node opens with IPCOpen.
-type IPCHandle [64]byte
+// another process on the same node opens with IPCOpen or IPCMap. It is an
+// alias of [64]byte, so that interfaces declared elsewhere with a plain
+// [64]byte (core.GPUIPC) match the Driver's methods.
+type IPCHandle = [64]byte
 
 // IPCExport returns the IPC handle of the device allocation that contains
 // ptr and the offset of ptr inside it. Handles always name the allocation
@@ -470,6 +540,46 @@ func (d *Driver) IPCOpen(h IPCHandle, offset uint64, device int) (ptr uintptr, c
 	return base + uintptr(offset), close, nil
 }
 
+// IPCMap maps the whole allocation that h names (IPCExport's handle) on
+// device, and returns its base address and size in this process; callers
+// add the exporter's offset and keep their accesses inside [base,
+// base+size). unmap releases the mapping; it may be called once. CUDA and
+// HIP refuse to open a handle in the process that exported it, and refuse
+// to open one handle twice in one process: callers share one mapping per
+// handle and device.
+func (d *Driver) IPCMap(h IPCHandle, device int) (base uintptr, size uint64, unmap func() error, err error) {
+	if err := d.enter(); err != nil {
+		return 0, 0, nil, err
+	}
+	defer d.mu.RUnlock()
+	base, err = d.b.ipcOpen(&h, device)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	release := func() error { return d.b.ipcClose(base, device) }
+	info, err := d.b.pointerInfo(base)
+	switch {
+	case err != nil:
+		_ = release()
+		return 0, 0, nil, fmt.Errorf("gpu: IPCMap: size of the mapped allocation: %w", err)
+	case !info.IsDevice || base < info.AllocBase || uint64(base-info.AllocBase) >= info.AllocSize:
+		_ = release()
+		return 0, 0, nil, fmt.Errorf("gpu: IPCMap: the driver does not report the mapping at %#x as device memory", base)
+	}
+	// The mapping starts at the allocation base (IPCExport exports bases);
+	// should a driver report a larger range around it, only what lies from
+	// base on is usable.
+	size = info.AllocSize - uint64(base-info.AllocBase)
+	unmap = onceErr(func() error {
+		if err := d.enter(); err != nil {
+			return err
+		}
+		defer d.mu.RUnlock()
+		return release()
+	})
+	return base, size, unmap, nil
+}
+
 // DmabufFD exports the device memory [ptr, ptr+size) as a dma-buf for
 // GPUDirect RDMA: register it with ibv_reg_dmabuf_mr(pd, offset, size,
 // iova=ptr, fd, access). The exported range is [ptr, ptr+size) widened to
@@ -503,17 +613,55 @@ func (d *Driver) DmabufFD(ptr uintptr, size uint64) (fd int, offset uint64, err 
 	return fd, uint64(ptr) - start, nil
 }
 
-// Close releases the Driver's streams and contexts. Pinned buffers,
-// Stagers and IPC mappings must be released before. The library stays
-// loaded. Close is idempotent.
+// PCIBusID returns the PCI address of device as the driver prints it
+// ("0000:3B:00.0"), for choosing the NIC nearest the GPU. The error wraps
+// ErrNotSupported when the driver lacks the call.
+func (d *Driver) PCIBusID(device int) (string, error) {
+	if err := d.enter(); err != nil {
+		return "", err
+	}
+	defer d.mu.RUnlock()
+	return d.b.pciBusID(device)
+}
+
+// ExportDmabuf is DmabufFD for callers that also know the device the
+// memory belongs to (the RDMA backend's DmabufExporter): it fails when the
+// memory is not on device.
+func (d *Driver) ExportDmabuf(ptr uintptr, size uint64, device int) (fd int, offset uint64, err error) {
+	info, err := d.PointerInfo(ptr)
+	if err != nil {
+		return -1, 0, err
+	}
+	if info.IsDevice && info.Device != device {
+		return -1, 0, fmt.Errorf("gpu: ExportDmabuf(%#x): memory of device %d, not %d", ptr, info.Device, device)
+	}
+	return d.DmabufFD(ptr, size)
+}
+
+// Close releases the Driver's streams, pooled Stagers and contexts. It
+// first waits for ReadStaged and WriteStaged calls in progress. Pinned
+// buffers, Stagers of the caller's and IPC mappings must be released
+// before. The library stays loaded. Close is idempotent.
 func (d *Driver) Close() error {
+	d.poolMu.Lock()
+	d.stagingClosed = true
+	idle := d.stagers
+	d.stagers = nil
+	d.poolMu.Unlock()
+	d.staging.Wait()
+	var stagerErrs []error
+	for _, ss := range idle {
+		for _, s := range ss {
+			stagerErrs = append(stagerErrs, s.Close())
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil
 	}
 	d.closed = true
-	var errs []error
+	errs := stagerErrs
 	for device, ss := range d.streams {
 		for _, s := range ss {
 			if err := d.b.destroyStream(s, device); err != nil {

@@ -36,6 +36,7 @@ typedef struct {
 	hip_res (*ipcCloseMemHandle)(void *);
 	hip_res (*memGetHandleForAddressRange)(void *, void *, size_t, int, unsigned long long);
 	const char *(*getErrorString)(hip_res);
+	hip_res (*deviceGetPCIBusId)(char *, int, int);
 } hip_table;
 
 typedef struct {
@@ -68,6 +69,7 @@ static const char *hip_load(void *lib, hip_table *t) {
 		{"hipIpcCloseMemHandle", offsetof(hip_table, ipcCloseMemHandle), 1},
 		{"hipMemGetHandleForAddressRange", offsetof(hip_table, memGetHandleForAddressRange), 0},
 		{"hipGetErrorString", offsetof(hip_table, getErrorString), 1},
+		{"hipDeviceGetPCIBusId", offsetof(hip_table, deviceGetPCIBusId), 0},
 	};
 	for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
 		void *p = dlsym(lib, syms[i].name);
@@ -81,6 +83,9 @@ static const char *hip_load(void *lib, hip_table *t) {
 // Device pointers cross as uintptr_t so that Go never turns an integer
 // into an unsafe.Pointer.
 static hip_res hip_init(hip_table *t, unsigned int flags) { return t->init(flags); }
+static hip_res hip_device_get_pci_bus_id(hip_table *t, char *id, int n, int d) {
+	return t->deviceGetPCIBusId ? t->deviceGetPCIBusId(id, n, d) : hip_missing;
+}
 static hip_res hip_get_device_count(hip_table *t, int *n) { return t->getDeviceCount(n); }
 static hip_res hip_get_device(hip_table *t, int *d) { return t->getDevice(d); }
 static hip_res hip_set_device(hip_table *t, int d) { return t->setDevice(d); }
@@ -356,6 +361,17 @@ func (h *hipBackend) dmabuf(ptr uintptr, size uint64, device int) (int, error) {
 		return C.hip_mem_get_handle_for_address_range(h.t, &fd, C.uintptr_t(ptr), C.size_t(size), hipRangeHandleTypeDmaBuf, 0)
 	})
 	return int(fd), err
+}
+
+func (h *hipBackend) pciBusID(device int) (string, error) {
+	if device < 0 || device >= h.ndev {
+		return "", errNoDevice(device, h.ndev)
+	}
+	var buf [64]C.char
+	if r := C.hip_device_get_pci_bus_id(h.t, &buf[0], C.int(len(buf)), C.int(device)); r != hipSuccess {
+		return "", h.err("hipDeviceGetPCIBusId", r)
+	}
+	return C.GoString(&buf[0]), nil
 }
 
 func (h *hipBackend) close() error {

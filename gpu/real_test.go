@@ -1,7 +1,8 @@
 package gpu_test
 
 // Tests on a real GPU: gpu.Open with zero Options finds libcuda.so.1 or
-// libamdhip64.so. Without a driver or a device they skip. They allocate
+// libamdhip64.so (MORI_GPU_LIBRARY names another library, such as the
+// stand-in, for a dry run). Without a driver or a device they skip. They allocate
 // device memory through the driver (AllocDevice), check what the stand-in
 // tests check where a real driver makes the same promise, and log copy
 // bandwidth (no thresholds).
@@ -23,9 +24,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// openReal opens the machine's driver, or the library MORI_GPU_LIBRARY
+// names (the stand-in, for a dry run of these tests on a CPU machine).
 func openReal(tb testing.TB) *gpu.Driver {
 	tb.Helper()
-	d, err := gpu.Open(gpu.Options{Logger: testLogger(tb)})
+	d, err := gpu.Open(gpu.Options{Library: os.Getenv("MORI_GPU_LIBRARY"), Logger: testLogger(tb)})
 	if errors.Is(err, gpu.ErrNotSupported) {
 		tb.Skipf("no GPU driver in this process: %v", err)
 	}
@@ -39,6 +42,9 @@ func TestRealPointerInfo(t *testing.T) {
 	t.Logf("%v driver, %d devices", d.Vendor(), d.DeviceCount())
 	for dev := range d.DeviceCount() {
 		checkPointerInfo(t, d, dev)
+		id, err := d.PCIBusID(dev)
+		require.NoError(t, err)
+		t.Logf("device %d: PCI %s", dev, id)
 	}
 }
 
@@ -88,6 +94,12 @@ func TestRealStager(t *testing.T) {
 	t.Logf("Stager.WriteDevice, 4 x 4 MiB slots: %.2f GB/s", float64(n)/time.Since(start).Seconds()/1e9)
 }
 
+func TestRealStagedSpans(t *testing.T) {
+	d := openReal(t)
+	checkStagedSpans(t, d, 0)
+	checkCopyDeviceBatch(t, d, 0)
+}
+
 func TestRealDmabuf(t *testing.T) {
 	d := openReal(t)
 	checkDmabuf(t, d, 0)
@@ -113,7 +125,7 @@ func TestRealIPC(t *testing.T) {
 		"GPU_IPC_CHILD_LENGTH="+strconv.Itoa(length))
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "child: %s", out)
-	var got []byte
+	var got, mapped []byte
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
@@ -121,9 +133,15 @@ func TestRealIPC(t *testing.T) {
 			got, err = hex.DecodeString(rest)
 			require.NoError(t, err)
 		}
+		if rest, ok := strings.CutPrefix(sc.Text(), "IPC-MAP-DATA "); ok {
+			mapped, err = hex.DecodeString(rest)
+			require.NoError(t, err)
+		}
 	}
 	require.NotNil(t, got, "child printed no data: %s", out)
 	require.True(t, bytes.Equal(data[off:off+length], got), "child read different bytes")
+	require.NotNil(t, mapped, "child printed no IPCMap data: %s", out)
+	require.True(t, bytes.Equal(data[off:off+length], mapped), "child read different bytes through IPCMap")
 }
 
 // TestRealIPCChild is the child half of TestRealIPC.
@@ -149,4 +167,14 @@ func TestRealIPCChild(t *testing.T) {
 	require.NoError(t, d.CopyToHost(buf, p, 0))
 	require.NoError(t, closeIPC())
 	fmt.Printf("IPC-DATA %s\n", hex.EncodeToString(buf))
+
+	// IPCMap maps the whole allocation; the importer adds the offset.
+	base, size, unmap, err := d.IPCMap(h, 0)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, size, uint64(off+length))
+	dst := allocDevice(t, d, uint64(length), 0)
+	require.NoError(t, d.CopyDeviceBatch(0, []gpu.Copy{{Dst: dst, Src: base + uintptr(off), Size: uint64(length)}}))
+	require.NoError(t, d.CopyToHost(buf, dst, 0))
+	require.NoError(t, unmap())
+	fmt.Printf("IPC-MAP-DATA %s\n", hex.EncodeToString(buf))
 }

@@ -71,6 +71,57 @@ func NewStager(d *Driver, device int, slots int, slotSize int) (*Stager, error) 
 // SlotSize is the size of the chunks given to consume and produce.
 func (s *Stager) SlotSize() int { return s.slotSize }
 
+// Span is a range of device memory: Size bytes at Addr. Like Copy, it is
+// an alias of an unnamed struct type, so that core.DeviceSpan, declared
+// the same way, is the same type.
+type Span = struct {
+	Addr uintptr
+	Size uint64
+}
+
+// spanTotal returns the bytes in spans, refusing ranges that wrap around
+// the address space and totals that overflow.
+func spanTotal(spans []Span) (uint64, error) {
+	var n uint64
+	for i, sp := range spans {
+		if uint64(sp.Addr)+sp.Size < uint64(sp.Addr) {
+			return 0, fmt.Errorf("gpu: span %d (%#x+%d) wraps around the address space", i, sp.Addr, sp.Size)
+		}
+		if n+sp.Size < n {
+			return 0, fmt.Errorf("gpu: spans add up to more than 2^64 bytes")
+		}
+		n += sp.Size
+	}
+	return n, nil
+}
+
+// spanCursor walks a list of spans as one stream of bytes.
+type spanCursor struct {
+	spans []Span
+	i     int
+	off   uint64 // into spans[i]
+}
+
+// take calls f for each piece of device memory that makes up the next n
+// bytes of the stream, with the offset of the piece in those n bytes. The
+// caller never asks for more bytes than are left.
+func (c *spanCursor) take(n uint64, f func(addr uintptr, at, size uint64) error) error {
+	for at := uint64(0); at < n; {
+		for c.off == c.spans[c.i].Size {
+			c.i++
+			c.off = 0
+		}
+		sp := c.spans[c.i]
+		k := min(sp.Size-c.off, n-at)
+		if err := f(sp.Addr+uintptr(c.off), at, k); err != nil {
+			return err
+		}
+		c.off += k
+		at += k
+	}
+	return nil
+}
+
 // chunk returns the slot and length of chunk i of an n-byte transfer.
 func (s *Stager) chunk(i, n uint64) (*stagerSlot, uint64) {
 	off := i * uint64(s.slotSize)
@@ -107,10 +158,23 @@ func (s *Stager) start() error {
 // consume with them in order, one chunk of at most SlotSize bytes at a
 // time. The slice is valid only during the call. An error from consume or
 // from the driver ends the transfer and is returned.
-func (s *Stager) ReadDevice(src uintptr, n uint64, consume func([]byte) error) (err error) {
+func (s *Stager) ReadDevice(src uintptr, n uint64, consume func([]byte) error) error {
+	return s.ReadDeviceSpans([]Span{{Addr: src, Size: n}}, consume)
+}
+
+// ReadDeviceSpans is ReadDevice for a gather list: the bytes of spans, in
+// order, make one stream that is cut into chunks of SlotSize bytes (a chunk
+// may hold the end of one span and the start of the next). The copies of
+// the chunks after the one being consumed run meanwhile, one stream per
+// slot.
+func (s *Stager) ReadDeviceSpans(spans []Span, consume func([]byte) error) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.start(); err != nil || n == 0 {
+	if err := s.start(); err != nil {
+		return err
+	}
+	n, err := spanTotal(spans)
+	if err != nil || n == 0 {
 		return err
 	}
 	defer func() {
@@ -119,13 +183,15 @@ func (s *Stager) ReadDevice(src uintptr, n uint64, consume func([]byte) error) (
 		}
 	}()
 	chunks := (n + uint64(s.slotSize) - 1) / uint64(s.slotSize)
+	cur := spanCursor{spans: spans}
 	issue := func(i uint64) error {
 		sl, l := s.chunk(i, n)
-		err := s.d.call(func() error {
-			return s.d.b.copyD2H(sl.stream, s.device, sl.host, src+uintptr(i*uint64(s.slotSize)), l)
+		sl.pending = true // even a failed call may have queued some pieces
+		return s.d.call(func() error {
+			return cur.take(l, func(addr uintptr, at, k uint64) error {
+				return s.d.b.copyD2H(sl.stream, s.device, unsafe.Add(sl.host, at), addr, k)
+			})
 		})
-		sl.pending = err == nil
-		return err
 	}
 	ahead := min(chunks, uint64(len(s.slots)))
 	for i := range ahead {
@@ -155,10 +221,20 @@ func (s *Stager) ReadDevice(src uintptr, n uint64, consume func([]byte) error) (
 // after which the chunk is copied to the device while produce fills the
 // next slot. WriteDevice returns when all bytes are on the device, or the
 // first error from produce or the driver.
-func (s *Stager) WriteDevice(dst uintptr, n uint64, produce func([]byte) error) (err error) {
+func (s *Stager) WriteDevice(dst uintptr, n uint64, produce func([]byte) error) error {
+	return s.WriteDeviceSpans([]Span{{Addr: dst, Size: n}}, produce)
+}
+
+// WriteDeviceSpans is WriteDevice for a scatter list: the bytes produce
+// gives, in order, fill spans one after the other.
+func (s *Stager) WriteDeviceSpans(spans []Span, produce func([]byte) error) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.start(); err != nil || n == 0 {
+	if err := s.start(); err != nil {
+		return err
+	}
+	n, err := spanTotal(spans)
+	if err != nil || n == 0 {
 		return err
 	}
 	defer func() {
@@ -167,6 +243,7 @@ func (s *Stager) WriteDevice(dst uintptr, n uint64, produce func([]byte) error) 
 		}
 	}()
 	chunks := (n + uint64(s.slotSize) - 1) / uint64(s.slotSize)
+	cur := spanCursor{spans: spans}
 	for i := range chunks {
 		sl, l := s.chunk(i, n)
 		if err := s.wait(sl); err != nil { // the slot's previous chunk has left it
@@ -175,15 +252,88 @@ func (s *Stager) WriteDevice(dst uintptr, n uint64, produce func([]byte) error) 
 		if err := produce(sl.buf[:l]); err != nil {
 			return err
 		}
+		sl.pending = true
 		err := s.d.call(func() error {
-			return s.d.b.copyH2D(sl.stream, s.device, dst+uintptr(i*uint64(s.slotSize)), sl.host, l)
+			return cur.take(l, func(addr uintptr, at, k uint64) error {
+				return s.d.b.copyH2D(sl.stream, s.device, addr, unsafe.Add(sl.host, at), k)
+			})
 		})
 		if err != nil {
 			return err
 		}
-		sl.pending = true
 	}
 	return nil
+}
+
+// borrowStager lends a Stager of device from the Driver's pool, making one
+// when none is idle. returnStager gives it back.
+func (d *Driver) borrowStager(device int) (*Stager, error) {
+	d.poolMu.Lock()
+	if d.stagingClosed {
+		d.poolMu.Unlock()
+		return nil, errClosed
+	}
+	d.staging.Add(1)
+	if ss := d.stagers[device]; len(ss) > 0 {
+		s := ss[len(ss)-1]
+		d.stagers[device] = ss[:len(ss)-1]
+		d.poolMu.Unlock()
+		return s, nil
+	}
+	d.poolMu.Unlock()
+	s, err := NewStager(d, device, d.slots, d.slotSize)
+	if err != nil {
+		d.staging.Done()
+		return nil, err
+	}
+	return s, nil
+}
+
+// returnStager puts s back in the pool, or closes it when the transfer
+// failed (its streams may be unusable), the pool is full or the Driver is
+// closing.
+func (d *Driver) returnStager(device int, s *Stager, failed bool) {
+	d.poolMu.Lock()
+	keep := !failed && !d.stagingClosed && len(d.stagers[device]) < maxIdleStagers
+	if keep {
+		d.stagers[device] = append(d.stagers[device], s)
+	}
+	d.poolMu.Unlock()
+	if !keep {
+		if err := s.Close(); err != nil {
+			d.log.Warn("gpu: closing a stager", "device", device, "err", err)
+		}
+	}
+	d.staging.Done()
+}
+
+// ReadStaged copies the device memory of spans (all on device) to the
+// host through a pooled Stager (Options.StagingSlots page-locked slots of
+// Options.StagingSlotSize bytes) and calls consume with the bytes, in
+// order, a chunk at a time, while the copies of the next chunks run: see
+// Stager.ReadDeviceSpans. Concurrent calls use different Stagers.
+func (d *Driver) ReadStaged(device int, spans []Span, consume func([]byte) error) error {
+	s, err := d.borrowStager(device)
+	if err != nil {
+		return err
+	}
+	err = s.ReadDeviceSpans(spans, consume)
+	d.returnStager(device, s, err != nil)
+	return err
+}
+
+// WriteStaged fills the device memory of spans (all on device) with the
+// bytes produce gives, through a pooled Stager: produce fills one slot
+// while the previous ones are copied to the device. See
+// Stager.WriteDeviceSpans.
+func (d *Driver) WriteStaged(device int, spans []Span, produce func([]byte) error) error {
+	s, err := d.borrowStager(device)
+	if err != nil {
+		return err
+	}
+	err = s.WriteDeviceSpans(spans, produce)
+	d.returnStager(device, s, err != nil)
+	return err
 }
 
 // Close waits for queued copies and releases the slots and streams.

@@ -2,7 +2,7 @@ package gpu_test
 
 // Tests against the stand-in driver in testdata/standin: a small C library,
 // compiled by each test into its own temporary directory (so each test gets
-// fresh driver state), that implements the CUDA driver API and HIP runtime
+// fresh driver state; see internal/standin), that implements the CUDA driver API and HIP runtime
 // calls package gpu makes over host memory. They run on any machine with
 // gcc and check the package's own logic: dlopen and symbol loading, context
 // and device switching, pointer queries and range checks, stream use,
@@ -12,12 +12,14 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
-	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mori-go/mori-go/gpu"
+	"github.com/mori-go/mori-go/internal/standin"
 	"github.com/stretchr/testify/require"
 )
 
@@ -25,16 +27,7 @@ import (
 // arguments and returns the path of the shared library.
 func buildStandin(t *testing.T, args ...string) string {
 	t.Helper()
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("gcc not found: stand-in driver tests compile testdata/standin/standin.c with gcc")
-	}
-	lib := filepath.Join(t.TempDir(), "libstandin.so")
-	cmd := exec.Command(gcc, append([]string{"-shared", "-fPIC", "-O1", "-Wall", "-Werror",
-		"-o", lib, filepath.Join("testdata", "standin", "standin.c")}, args...)...)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "compiling the stand-in driver: %s", out)
-	return lib
+	return standin.Build(t, args...)
 }
 
 func openStandin(t *testing.T, vendor gpu.Vendor) *gpu.Driver {
@@ -135,6 +128,7 @@ func TestCheckDeviceRange(t *testing.T) {
 func TestCopies(t *testing.T) {
 	eachVendor(t, func(t *testing.T, d *gpu.Driver) {
 		checkCopies(t, d, 0, true)
+		checkCopyDeviceBatch(t, d, 0)
 		checkCopies(t, d, 1, true)
 	})
 }
@@ -270,4 +264,124 @@ func TestClosedDriver(t *testing.T) {
 	_, err = gpu.NewStager(d, 0, 2, 10)
 	require.Error(t, err)
 	require.True(t, !errors.Is(err, gpu.ErrNotSupported), "closed is not unsupported")
+}
+
+func TestStagedSpans(t *testing.T) {
+	eachVendor(t, func(t *testing.T, d *gpu.Driver) {
+		checkStagedSpans(t, d, 1)
+	})
+}
+
+func TestStagingOptions(t *testing.T) {
+	lib := buildStandin(t)
+	_, err := gpu.Open(gpu.Options{Library: lib, StagingSlots: -1})
+	require.ErrorContains(t, err, "must not be negative")
+
+	// One slot of 1000 bytes: every chunk waits for the previous one, and
+	// the stand-in, which runs copies only when a stream is synchronized,
+	// catches a slot reused too early.
+	d, err := gpu.Open(gpu.Options{Library: lib, StagingSlots: 1, StagingSlotSize: 1000})
+	require.NoError(t, err)
+	t.Run("one small slot", func(t *testing.T) { checkStagedSpans(t, d, 0) })
+	require.NoError(t, d.Close())
+	require.ErrorContains(t, d.ReadStaged(0, []gpu.Span{{Addr: 0x1000, Size: 1}}, nil), "closed")
+}
+
+func TestCloseWaitsForStaging(t *testing.T) {
+	d, err := gpu.Open(gpu.Options{Library: buildStandin(t)})
+	require.NoError(t, err)
+	p, err := d.AllocDevice(1<<20, 0)
+	require.NoError(t, err)
+	inside, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		first := true
+		done <- d.ReadStaged(0, []gpu.Span{{Addr: p, Size: 1 << 20}}, func([]byte) error {
+			if first {
+				first = false
+				close(inside)
+				<-release
+			}
+			return nil
+		})
+	}()
+	<-inside
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a staged copy was in progress")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	require.NoError(t, <-done)
+	require.NoError(t, <-closed)
+}
+
+func TestCopyDeviceBatch(t *testing.T) {
+	eachVendor(t, func(t *testing.T, d *gpu.Driver) {
+		checkCopyDeviceBatch(t, d, 1)
+		p := allocDevice(t, d, page, 1)
+		err := d.CopyDeviceBatch(1, []gpu.Copy{{Dst: p, Src: p + page, Size: 10}, {Dst: p, Src: p, Size: 1}})
+		require.ErrorContains(t, err, "copy 1 of 2", "a copy outside any allocation fails")
+	})
+}
+
+func TestIPCMap(t *testing.T) {
+	eachVendor(t, func(t *testing.T, d *gpu.Driver) {
+		const n = 3*page + 100
+		data := randomBytes(n, 7)
+		p := allocDevice(t, d, n, 0)
+		require.NoError(t, d.CopyFromHost(p, data, 0))
+		h, off, err := d.IPCExport(p + 2*page)
+		require.NoError(t, err)
+		require.Equal(t, uint64(2*page), off)
+
+		base, size, unmap, err := d.IPCMap(h, 1)
+		require.NoError(t, err)
+		require.Equal(t, uint64(n), size, "the whole allocation is mapped")
+		got := make([]byte, 100)
+		require.NoError(t, d.CopyToHost(got, base+uintptr(off), 0))
+		require.Equal(t, data[off:off+100], got)
+
+		_, _, _, err = d.IPCMap(h, 1)
+		require.Error(t, err, "a handle is mapped once per process")
+		require.NoError(t, unmap())
+		require.Error(t, unmap())
+		_, _, unmap, err = d.IPCMap(h, 1)
+		require.NoError(t, err, "mapped again once unmapped")
+		require.NoError(t, unmap())
+	})
+}
+
+func TestIPCStrict(t *testing.T) {
+	d, err := gpu.Open(gpu.Options{Library: buildStandin(t, "-DSTANDIN_STRICT_IPC")})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, d.Close()) })
+	p := allocDevice(t, d, page, 0)
+	h, _, err := d.IPCExport(p)
+	require.NoError(t, err)
+	_, _, _, err = d.IPCMap(h, 0)
+	require.ErrorContains(t, err, "invalid device context", "own handles are refused, as by CUDA")
+}
+
+func TestExportDmabuf(t *testing.T) {
+	d := openStandin(t, gpu.VendorNVIDIA)
+	p := allocDevice(t, d, 2*page, 1)
+	fd, off, err := d.ExportDmabuf(p+10, page, 1)
+	require.NoError(t, err)
+	require.Equal(t, uint64(10), off)
+	require.NoError(t, syscall.Close(fd))
+	_, _, err = d.ExportDmabuf(p, page, 0)
+	require.ErrorContains(t, err, "memory of device 1, not 0")
+}
+
+func TestPCIBusID(t *testing.T) {
+	eachVendor(t, func(t *testing.T, d *gpu.Driver) {
+		id, err := d.PCIBusID(1)
+		require.NoError(t, err)
+		require.Equal(t, "0000:3C:00.0", id)
+		_, err = d.PCIBusID(2)
+		require.Error(t, err)
+	})
 }

@@ -252,3 +252,90 @@ func checkDmabuf(t *testing.T, d *gpu.Driver, dev int) {
 	_, _, err = d.DmabufFD(addr(host), page)
 	require.ErrorContains(t, err, "host memory")
 }
+
+// checkStagedSpans moves a gather list through the Driver's pooled Stagers
+// (ReadStaged, WriteStaged): spans of odd sizes, some shorter than a slot,
+// some longer, one empty, so that chunks straddle span boundaries.
+func checkStagedSpans(t *testing.T, d *gpu.Driver, dev int) {
+	sizes := []uint64{1, 4096, 0, 300000, 70000, 5, 150000}
+	var spans []gpu.Span
+	var total uint64
+	for _, n := range sizes {
+		p := allocDevice(t, d, max(n, 1), dev)
+		spans = append(spans, gpu.Span{Addr: p, Size: n})
+		total += n
+	}
+	data := randomBytes(int(total), 5)
+	r := bytes.NewReader(data)
+	require.NoError(t, d.WriteStaged(dev, spans, func(b []byte) error {
+		_, err := io.ReadFull(r, b)
+		return err
+	}))
+	var off uint64
+	for _, sp := range spans {
+		got := make([]byte, sp.Size)
+		require.NoError(t, d.CopyToHost(got, sp.Addr, dev))
+		require.True(t, bytes.Equal(data[off:off+sp.Size], got), "span at %d differs after WriteStaged", off)
+		off += sp.Size
+	}
+	var back bytes.Buffer
+	require.NoError(t, d.ReadStaged(dev, spans, func(b []byte) error {
+		back.Write(b)
+		return nil
+	}))
+	require.True(t, bytes.Equal(data, back.Bytes()), "ReadStaged result differs")
+
+	// Concurrent staged transfers borrow different Stagers.
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range 3 {
+		wg.Go(func() {
+			var buf bytes.Buffer
+			if err := d.ReadStaged(dev, spans, func(b []byte) error { buf.Write(b); return nil }); err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(data, buf.Bytes()) {
+				errs <- errors.New("concurrent ReadStaged differs")
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	stop := errors.New("stop")
+	require.ErrorIs(t, d.ReadStaged(dev, spans, func([]byte) error { return stop }), stop)
+	require.ErrorIs(t, d.WriteStaged(dev, spans, func([]byte) error { return stop }), stop)
+	require.NoError(t, d.ReadStaged(dev, nil, nil), "nothing to copy")
+	require.Error(t, d.ReadStaged(d.DeviceCount(), spans, nil), "no such device")
+	require.ErrorContains(t, d.ReadStaged(dev, []gpu.Span{{Addr: ^uintptr(0) - 10, Size: 100}}, nil), "wraps")
+}
+
+// checkCopyDeviceBatch copies several ranges between two allocations with
+// one wait.
+func checkCopyDeviceBatch(t *testing.T, d *gpu.Driver, dev int) {
+	const n = 64 << 10
+	data := randomBytes(n, 6)
+	src := allocDevice(t, d, n, dev)
+	dst := allocDevice(t, d, n, dev)
+	require.NoError(t, d.CopyFromHost(src, data, dev))
+	require.NoError(t, d.CopyFromHost(dst, make([]byte, n), dev))
+	copies := []gpu.Copy{
+		{Dst: dst + 100, Src: src, Size: 1000},
+		{Dst: dst + 8192, Src: src + 5000, Size: 20000},
+		{Dst: dst, Src: src, Size: 0},
+		{Dst: dst + n - 7, Src: src + n - 7, Size: 7},
+	}
+	require.NoError(t, d.CopyDeviceBatch(dev, copies))
+	got := make([]byte, n)
+	require.NoError(t, d.CopyToHost(got, dst, dev))
+	want := make([]byte, n)
+	for _, c := range copies {
+		copy(want[c.Dst-dst:], data[c.Src-src:c.Src-src+uintptr(c.Size)])
+	}
+	require.True(t, bytes.Equal(want, got), "batched copies differ")
+	require.NoError(t, d.CopyDeviceBatch(dev, nil))
+}

@@ -21,16 +21,23 @@ func (h *ctlHandler) Notify(from string, msg []byte) error {
 	return nil
 }
 
+// Backend hands a backend message to the local backend of the type in its
+// first byte (see Engine.env).
 func (h *ctlHandler) Backend(from string, msg []byte) ([]byte, error) {
 	e := (*Engine)(h)
-	e.mu.RLock()
-	data := e.data
-	e.mu.RUnlock()
-	ch, ok := data.(core.ControlHandler)
-	if !ok {
-		return nil, core.Errorf(core.ErrBadState, "engine %q has no backend that takes set-up messages", e.cfg.Key)
+	if len(msg) == 0 {
+		return nil, core.Errorf(core.ErrInvalidArgs, "empty backend message from %q", from)
 	}
-	return ch.HandleControl(from, msg)
+	t := core.BackendType(msg[0])
+	e.mu.RLock()
+	backends := e.backends
+	e.mu.RUnlock()
+	for _, b := range backends {
+		if ch, ok := b.(core.ControlHandler); ok && b.Type() == t {
+			return ch.HandleControl(from, msg[1:])
+		}
+	}
+	return nil, core.Errorf(core.ErrBadState, "engine %q has no %s backend that takes set-up messages", e.cfg.Key, t)
 }
 
 // Notification is a small message from another engine.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/control"
+	"github.com/mori-go/mori-go/core/ipc"
 	"github.com/mori-go/mori-go/core/tcp"
 )
 
@@ -65,9 +66,17 @@ type Config struct {
 	// RDMA builds the RDMA backend; nil means none is available.
 	RDMA RDMAFactory
 	// GPU is the GPU driver; nil means GPU registrations are host memory.
-	GPU    core.GPU
+	// It is handed to backends as it is (they test it for core.GPUIPC and
+	// core.DmabufExporter).
+	GPU core.GPU
+	// NodeID names the host: engines with the same NodeID (default: the
+	// hostname) move GPU memory between them with device-to-device copies
+	// through IPC mappings (package ipc) when the driver supports it.
 	NodeID string
-	Logger *slog.Logger
+	// DisableIPC keeps transfers between engines of one node on the data
+	// backend.
+	DisableIPC bool
+	Logger     *slog.Logger
 }
 
 // Request is one element of a batch: ranges between one local and one
@@ -100,6 +109,7 @@ type Engine struct {
 	mu       sync.RWMutex
 	desc     core.EngineDesc
 	data     core.Backend // the data plane transfers go through
+	ipc      *ipc.Backend // the same-host GPU path, nil without one
 	backends []core.Backend
 	remotes  map[string]core.EngineDesc
 	closed   bool
@@ -157,7 +167,19 @@ func New(cfg Config) (*Engine, error) {
 	e.ctl = ctl
 	e.client = control.NewClient(ctl, cfg.Secret)
 	e.desc.Port = uint16(ctl.Port())
-	e.log.Debug("engine up", "host", cfg.Host, "control_port", ctl.Port())
+	if _, ok := cfg.GPU.(core.GPUIPC); ok && !cfg.DisableIPC {
+		b, err := ipc.New(e.env(core.BackendXGMI), ipc.Options{
+			NodeID: nodeID, Host: cfg.Host, Port: e.desc.Port,
+			Timeout: cfg.HandshakeTimeout, Fallback: e.DataBackend,
+		})
+		if err != nil {
+			ctl.Close()
+			return nil, fmt.Errorf("engine %q: %w", cfg.Key, err)
+		}
+		e.ipc = b
+		e.backends = append(e.backends, b)
+	}
+	e.log.Debug("engine up", "host", cfg.Host, "control_port", ctl.Port(), "node", nodeID, "same_host_gpu_path", e.ipc != nil)
 	return e, nil
 }
 
@@ -176,7 +198,10 @@ func (e *Engine) Desc() core.EngineDesc {
 	return d
 }
 
-func (e *Engine) env() core.BackendEnv {
+// env is what backend t gets. Its control-plane messages carry t in a
+// first byte, so that the peer's engine hands them to its backend of the
+// same type (see ctlHandler.Backend).
+func (e *Engine) env(t core.BackendType) core.BackendEnv {
 	return core.BackendEnv{
 		LocalKey: e.cfg.Key,
 		Host:     e.cfg.Host,
@@ -186,7 +211,9 @@ func (e *Engine) env() core.BackendEnv {
 		GPU:      e.cfg.GPU,
 		Logger:   e.log,
 		Call: func(peer core.EngineDesc, body []byte) ([]byte, error) {
-			return e.client.Backend(peer.Host, int(peer.Port), e.cfg.Key, body, e.cfg.HandshakeTimeout)
+			msg := make([]byte, 0, 1+len(body))
+			msg = append(append(msg, byte(t)), body...)
+			return e.client.Backend(peer.Host, int(peer.Port), e.cfg.Key, msg, e.cfg.HandshakeTimeout)
 		},
 	}
 }
@@ -208,9 +235,11 @@ func (e *Engine) CreateBackend(t core.BackendType, rdma RDMAConfig) (core.Backen
 	var err error
 	switch t {
 	case core.BackendTCP:
-		b, err = tcp.New(e.cfg.TCP, e.env())
+		b, err = tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
 	case core.BackendRDMA:
 		b, err = e.createRDMA(rdma)
+	case core.BackendXGMI:
+		return 0, core.Errorf(core.ErrInvalidArgs, "create backend %s: not supported by mori-go (use RDMA or TCP: GPU transfers between engines of one node take the same-host IPC path by themselves)", t)
 	default:
 		return 0, core.Errorf(core.ErrInvalidArgs, "create backend %s: not supported by mori-go (use RDMA or TCP)", t)
 	}
@@ -240,16 +269,16 @@ func (e *Engine) CreateBackend(t core.BackendType, rdma RDMAConfig) (core.Backen
 func (e *Engine) createRDMA(cfg RDMAConfig) (core.Backend, error) {
 	if e.cfg.Mode == ModeTCP {
 		e.log.Info("data plane: TCP (forced by configuration)")
-		return tcp.New(e.cfg.TCP, e.env())
+		return tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
 	}
 	if e.cfg.RDMA == nil {
 		if e.cfg.Mode == ModeRDMA {
 			return nil, core.Errorf(core.ErrBadState, "RDMA backend required but this build has no RDMA support")
 		}
 		e.log.Info("data plane: TCP (no RDMA support in this build)")
-		return tcp.New(e.cfg.TCP, e.env())
+		return tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
 	}
-	b, err := e.cfg.RDMA(e.env(), cfg)
+	b, err := e.cfg.RDMA(e.env(core.BackendRDMA), cfg)
 	if err == nil {
 		e.log.Info("data plane: RDMA")
 		return b, nil
@@ -258,8 +287,12 @@ func (e *Engine) createRDMA(cfg RDMAConfig) (core.Backend, error) {
 		return nil, core.Errorf(core.ErrRDMAOp, "RDMA backend required: %w", err)
 	}
 	e.log.Info("data plane: TCP (no usable RDMA device)", "reason", err.Error())
-	return tcp.New(e.cfg.TCP, e.env())
+	return tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
 }
+
+// IPC returns the same-host GPU path, or nil when the engine has none (no
+// GPU driver, a driver without IPC, or Config.DisableIPC).
+func (e *Engine) IPC() *ipc.Backend { return e.ipc }
 
 // DataBackend returns the data plane in use, or nil before CreateBackend.
 func (e *Engine) DataBackend() core.Backend {
@@ -357,6 +390,11 @@ func (e *Engine) RegisterRemoteEngine(d core.EngineDesc) error {
 	if err := data.AddPeer(d); err != nil {
 		return fmt.Errorf("register remote engine %q: %w", d.Key, err)
 	}
+	if e.ipc != nil {
+		if err := e.ipc.AddPeer(d); err != nil {
+			return fmt.Errorf("register remote engine %q: %w", d.Key, err)
+		}
+	}
 	e.mu.Lock()
 	e.remotes[d.Key] = d
 	e.mu.Unlock()
@@ -376,6 +414,9 @@ func (e *Engine) DeregisterRemoteEngine(d core.EngineDesc) error {
 	}
 	if data != nil {
 		data.RemovePeer(d.Key)
+	}
+	if e.ipc != nil {
+		e.ipc.RemovePeer(d.Key)
 	}
 	e.inbound.FailPeer(d.Key, fmt.Sprintf("remote engine %q was deregistered", d.Key))
 	return nil
@@ -472,6 +513,10 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	timer.Store(tm)
 	if t.Done() {
 		tm.Stop()
+	}
+	if e.ipc != nil && e.ipc.Takes(t) {
+		e.ipc.Submit(t)
+		return st
 	}
 	data.Submit(t)
 	return st

@@ -19,6 +19,11 @@ type frame struct {
 	payload uint64 // bytes of data this frame moves
 	parts   uint32
 	buf     []byte // header, entries and small payloads
+	// Set by encode: the payload is GPU memory, staged through page-locked
+	// buffers while the frame is written (sendStaged); iov is where the
+	// frame's place is among the iovecs of its batch.
+	staged bool
+	iov    int
 }
 
 var framePool = sync.Pool{New: func() any { return new(frame) }}
@@ -33,6 +38,7 @@ func putFrame(f *frame) {
 	f.t = nil
 	f.ranges = f.ranges[:0]
 	f.payload = 0
+	f.staged = false
 	if cap(f.buf) > 4<<20 {
 		f.buf = nil
 	}
@@ -234,6 +240,10 @@ type stream struct {
 	c  net.Conn
 	br *bufio.Reader
 
+	// Scratch of the writer goroutine, reused batch after batch.
+	spans []core.DeviceSpan
+	iov   net.Buffers
+
 	mu            sync.Mutex
 	cond          *sync.Cond
 	queue         []*frame
@@ -324,6 +334,7 @@ func (s *stream) writeLoop() {
 				continue
 			}
 			var err error
+			f.iov = len(bufs)
 			if bufs, err = s.encode(f, bufs); err != nil {
 				f.t.FailErr(err)
 				putFrame(f)
@@ -333,6 +344,7 @@ func (s *stream) writeLoop() {
 			used = append(used, f.t.Local)
 		}
 		if len(ready) == 0 {
+			clear(batch)
 			continue
 		}
 		s.mu.Lock()
@@ -354,15 +366,104 @@ func (s *stream) writeLoop() {
 			s.inflightBytes += int(f.payload)
 		}
 		s.mu.Unlock()
-		_, err := bufs.WriteTo(s.c)
+		err := s.send(ready, bufs)
 		for _, r := range used {
 			r.Release()
 		}
+		// Drop the references to frames (back in the pool, or waiting for
+		// their response) and their buffers until the next batch.
+		clear(batch)
+		clear(ready)
+		clear(used)
+		clear(bufs)
 		if err != nil {
-			s.fail(s.connErr("write", err))
+			s.fail(err)
 			return
 		}
 	}
+}
+
+// send writes a batch of encoded frames: the iovecs of frames in host
+// memory with vectored I/O, and runs of frames in GPU memory through
+// sendStaged, in order.
+func (s *stream) send(ready []*frame, bufs net.Buffers) error {
+	done := 0 // iovecs of bufs written
+	for i := 0; i < len(ready); {
+		if !ready[i].staged {
+			i++
+			continue
+		}
+		if end := ready[i].iov; end > done {
+			part := bufs[done:end]
+			if _, err := part.WriteTo(s.c); err != nil {
+				return s.connErr("write", err)
+			}
+			done = end
+		}
+		// A run of staged frames of one device goes through one pipeline.
+		j, dev := i+1, ready[i].t.Local.Device
+		for j < len(ready) && ready[j].staged && ready[j].t.Local.Device == dev {
+			j++
+		}
+		if err := s.sendStaged(ready[i:j], dev); err != nil {
+			return err
+		}
+		i = j
+	}
+	if done < len(bufs) {
+		part := bufs[done:]
+		if _, err := part.WriteTo(s.c); err != nil {
+			return s.connErr("write", err)
+		}
+	}
+	return nil
+}
+
+// sendStaged writes frames whose payload is GPU memory of device: the
+// payloads of all frames, as one gather list, are copied to page-locked
+// buffers chunk by chunk, and each chunk is written, behind the headers of
+// the frames that start in it, while the next chunks are being copied.
+//
+// A failed device copy leaves a frame half written: the stream is broken
+// (its frames fail with the GPU error) and redialed on next use.
+func (s *stream) sendStaged(frames []*frame, device int) error {
+	spans := s.spans[:0]
+	for _, f := range frames {
+		for _, r := range f.ranges {
+			spans = append(spans, core.DeviceSpan{Addr: f.t.Local.Addr + uintptr(r.LocalOffset), Size: r.Size})
+		}
+	}
+	s.spans = spans
+	next, left := 0, uint64(0) // frame whose payload comes next, and its bytes still to write
+	var netErr error
+	err := s.p.b.env.GPU.ReadStaged(device, spans, func(chunk []byte) error {
+		iov := s.iov[:0]
+		for len(chunk) > 0 {
+			if left == 0 {
+				iov = append(iov, frames[next].buf)
+				left = frames[next].payload
+			}
+			n := min(left, uint64(len(chunk)))
+			iov = append(iov, chunk[:n])
+			chunk = chunk[n:]
+			if left -= n; left == 0 {
+				next++
+			}
+		}
+		s.iov = iov[:0]
+		if _, err := iov.WriteTo(s.c); err != nil {
+			netErr = s.connErr("write", err)
+			return netErr
+		}
+		return nil
+	})
+	switch {
+	case netErr != nil:
+		return netErr
+	case err != nil:
+		return core.Errorf(core.ErrGPUOp, "copy GPU %d memory to the network: %w", device, err)
+	}
+	return nil
 }
 
 // encode appends the iovecs of f to bufs. It holds a Use of the local
@@ -381,9 +482,9 @@ func (s *stream) encode(f *frame, bufs net.Buffers) (net.Buffers, error) {
 	}
 	need := reqHeaderLen + entryLen*len(f.ranges)
 	small := 0
-	if typ == reqWrite {
+	if typ == reqWrite && t.Local.Host {
 		for _, r := range f.ranges {
-			if r.Size <= uint64(cfg.CopyBelow) || !t.Local.Host {
+			if r.Size <= uint64(cfg.CopyBelow) {
 				small += int(r.Size)
 			}
 		}
@@ -400,16 +501,15 @@ func (s *stream) encode(f *frame, bufs net.Buffers) (net.Buffers, error) {
 	if typ == reqRead {
 		return append(bufs, b), nil
 	}
+	if !t.Local.Host {
+		// The payload is staged while the frame is written (send).
+		f.buf = b
+		f.staged = true
+		return bufs, nil
+	}
 	mark := 0
 	for _, r := range f.ranges {
 		switch {
-		case !t.Local.Host:
-			n := len(b)
-			b = b[:n+int(r.Size)]
-			if err := s.p.b.env.GPU.CopyToHost(b[n:], t.Local.Addr+uintptr(r.LocalOffset), t.Local.Device); err != nil {
-				t.Local.Release()
-				return bufs, core.Errorf(core.ErrGPUOp, "copy from device memory %d: %w", t.Local.ID, err)
-			}
 		case r.Size <= uint64(cfg.CopyBelow):
 			b = append(b, t.Local.Bytes(r.LocalOffset, r.Size)...)
 		default:
@@ -505,19 +605,44 @@ func (s *stream) readData(f *frame) error {
 		return nil
 	}
 	defer t.Local.Release()
+	if !t.Local.Host {
+		return s.readStaged(f)
+	}
 	for _, r := range f.ranges {
-		if t.Local.Host {
-			if _, err := io.ReadFull(s.br, t.Local.Bytes(r.LocalOffset, r.Size)); err != nil {
-				return s.connErr("read data", err)
-			}
-			continue
-		}
-		buf := make([]byte, r.Size)
-		if _, err := io.ReadFull(s.br, buf); err != nil {
+		if _, err := io.ReadFull(s.br, t.Local.Bytes(r.LocalOffset, r.Size)); err != nil {
 			return s.connErr("read data", err)
 		}
-		if err := s.p.b.env.GPU.CopyFromHost(t.Local.Addr+uintptr(r.LocalOffset), buf, t.Local.Device); err != nil {
-			t.Fail(core.ErrGPUOp, "copy to device memory %d: %v", t.Local.ID, err)
+	}
+	return nil
+}
+
+// readStaged reads a read response's payload into GPU memory: the socket
+// fills a page-locked chunk while the previous ones are copied to the
+// device. A failed device copy fails the transfer; the rest of the payload
+// is drained so that the stream stays in step.
+func (s *stream) readStaged(f *frame) error {
+	t := f.t
+	spans := make([]core.DeviceSpan, len(f.ranges))
+	for i, r := range f.ranges {
+		spans[i] = core.DeviceSpan{Addr: t.Local.Addr + uintptr(r.LocalOffset), Size: r.Size}
+	}
+	var got uint64
+	var netErr error
+	err := s.p.b.env.GPU.WriteStaged(t.Local.Device, spans, func(b []byte) error {
+		if _, err := io.ReadFull(s.br, b); err != nil {
+			netErr = s.connErr("read data", err)
+			return netErr
+		}
+		got += uint64(len(b))
+		return nil
+	})
+	if netErr != nil {
+		return netErr
+	}
+	if err != nil {
+		t.Fail(core.ErrGPUOp, "copy to GPU %d memory %d: %v", t.Local.Device, t.Local.ID, err)
+		if _, err := io.CopyN(io.Discard, s.br, int64(f.payload-got)); err != nil {
+			return s.connErr("read data", err)
 		}
 	}
 	return nil

@@ -11,6 +11,14 @@
 // wrong is answered with an error and the stream goes on; a stream that
 // breaks the protocol is closed.
 //
+// GPU memory (a region that is not Host) goes through the GPU driver's
+// page-locked staging rings (core.GPU ReadStaged and WriteStaged): the
+// writer of a stream gathers the ranges of a run of GPU frames into slots
+// and writes each slot, behind the headers of the frames that start in it,
+// while the next slots are being copied from the device; the target reads
+// the socket into one slot while the previous ones are copied to the
+// device. The wire format does not change.
+//
 // Wire format, little-endian, after a handshake (see handshake.go):
 //
 //	request  (40 bytes): magic u16 | type u8 | flags u8 | mem id u32 | uid u64 |

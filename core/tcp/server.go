@@ -215,7 +215,7 @@ type connState struct {
 	ranges  []core.Range
 	bufs    net.Buffers
 	group   net.Buffers
-	stage   []byte
+	spans   []core.DeviceSpan
 }
 
 func (s *server) serve(c net.Conn) error {
@@ -299,17 +299,35 @@ func (s *server) serveFrame(st *connState) error {
 		return s.respond(st, h.Type, core.CodeOf(verr), verr.Error(), 0)
 	}
 	if h.Type == reqWrite {
-		err = s.receive(st, region, st.ranges)
+		var gerr error
+		gerr, err = s.receive(st, region, st.ranges, h.Payload)
 		region.Release()
+		if err == nil {
+			err = gerr
+		}
 		s.env.Inbound.Complete(key, h.Instance, err)
-		if err != nil {
+		switch {
+		case gerr != nil:
+			// The payload was read; the stream is in step.
+			s.log.Warn("tcp backend: write into GPU memory failed", "peer", st.peer, "uid", h.UID, "err", gerr)
+			return s.respond(st, reqWrite, core.CodeOf(gerr), gerr.Error(), 0)
+		case err != nil:
 			return err
 		}
 		return s.respond(st, reqWrite, core.StatusSuccess, "", 0)
 	}
-	err = s.sendData(st, region, st.ranges, total)
+	var gerr error
+	gerr, err = s.sendData(st, region, st.ranges, total)
 	region.Release()
+	if err == nil {
+		err = gerr
+	}
 	s.env.Inbound.Complete(key, h.Instance, err)
+	if gerr != nil {
+		// Nothing of the response was sent yet.
+		s.log.Warn("tcp backend: read of GPU memory failed", "peer", st.peer, "uid", h.UID, "err", gerr)
+		return s.respond(st, reqRead, core.CodeOf(gerr), gerr.Error(), 0)
+	}
 	return err
 }
 
@@ -331,62 +349,105 @@ func (s *server) check(h *reqHeader, ranges []core.Range) (*core.Region, error) 
 }
 
 // receive reads a write's payload into the region, straight into its
-// memory when the CPU can address it, through a staging buffer otherwise.
-func (s *server) receive(st *connState, r *core.Region, ranges []core.Range) error {
-	for _, e := range ranges {
-		if r.Host {
+// memory when the CPU can address it. GPU memory is filled through the
+// driver's staging ring: the socket fills one page-locked chunk while the
+// previous ones are copied to the device. A failed device copy is returned
+// as gerr once the rest of the payload has been drained (the stream stays
+// in step, the frame is refused); err is a broken stream.
+func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, payload uint64) (gerr, err error) {
+	if r.Host {
+		for _, e := range ranges {
 			if _, err := io.ReadFull(st.br, r.Bytes(e.RemoteOffset, e.Size)); err != nil {
-				return err
+				return nil, err
 			}
-			continue
 		}
-		for done := uint64(0); done < e.Size; {
-			n := min(e.Size-done, uint64(s.cfg.ChunkSize))
-			st.stage = grow(st.stage, int(n))
-			if _, err := io.ReadFull(st.br, st.stage[:n]); err != nil {
-				return err
-			}
-			if err := s.env.GPU.CopyFromHost(r.Addr+uintptr(e.RemoteOffset+done), st.stage[:n], r.Device); err != nil {
-				return core.Errorf(core.ErrGPUOp, "copy to device memory %d: %w", r.ID, err)
-			}
-			done += n
-		}
+		return nil, nil
 	}
-	return nil
+	st.spans = regionSpans(st.spans, r, ranges)
+	var got uint64
+	var netErr error
+	gerr = s.env.GPU.WriteStaged(r.Device, st.spans, func(b []byte) error {
+		if _, err := io.ReadFull(st.br, b); err != nil {
+			netErr = err
+			return err
+		}
+		got += uint64(len(b))
+		return nil
+	})
+	if netErr != nil {
+		return nil, netErr
+	}
+	if gerr != nil {
+		if _, err := io.CopyN(io.Discard, st.br, int64(payload-got)); err != nil {
+			return nil, err
+		}
+		return core.Errorf(core.ErrGPUOp, "copy to GPU %d memory %d: %w", r.Device, r.ID, gerr), nil
+	}
+	return nil, nil
 }
 
-// sendData answers a read with the requested bytes.
-func (s *server) sendData(st *connState, r *core.Region, ranges []core.Range, total uint64) error {
+// regionSpans appends to spans[:0] the device memory of ranges (their
+// remote offsets) in r.
+func regionSpans(spans []core.DeviceSpan, r *core.Region, ranges []core.Range) []core.DeviceSpan {
+	spans = spans[:0]
+	for _, e := range ranges {
+		spans = append(spans, core.DeviceSpan{Addr: r.Addr + uintptr(e.RemoteOffset), Size: e.Size})
+	}
+	return spans
+}
+
+// sendData answers a read with the requested bytes. GPU memory goes
+// through the driver's staging ring: each chunk is written while the next
+// ones are copied from the device. A failed device copy before the first
+// chunk is returned as gerr, with nothing sent (the caller answers with an
+// error); after it, the response is half sent and the stream is broken.
+func (s *server) sendData(st *connState, r *core.Region, ranges []core.Range, total uint64) (gerr, err error) {
 	var hb [respHeaderLen]byte
 	h := respHeader{Type: respData, Code: core.StatusSuccess, Payload: total}
 	h.put(hb[:])
-	if _, err := st.bw.Write(hb[:]); err != nil {
-		return err
-	}
 	if !r.Host {
-		for _, e := range ranges {
-			for done := uint64(0); done < e.Size; {
-				n := min(e.Size-done, uint64(s.cfg.ChunkSize))
-				st.stage = grow(st.stage, int(n))
-				if err := s.env.GPU.CopyToHost(st.stage[:n], r.Addr+uintptr(e.RemoteOffset+done), r.Device); err != nil {
-					return core.Errorf(core.ErrGPUOp, "copy from device memory %d: %w", r.ID, err)
-				}
-				if _, err := st.bw.Write(st.stage[:n]); err != nil {
+		st.spans = regionSpans(st.spans, r, ranges)
+		started := false
+		var netErr error
+		gerr = s.env.GPU.ReadStaged(r.Device, st.spans, func(b []byte) error {
+			if !started {
+				started = true
+				if _, err := st.bw.Write(hb[:]); err != nil {
+					netErr = err
 					return err
 				}
-				done += n
+				if err := st.bw.Flush(); err != nil {
+					netErr = err
+					return err
+				}
 			}
+			if _, err := st.sw.Write(b); err != nil {
+				netErr = err
+				return err
+			}
+			return nil
+		})
+		switch {
+		case netErr != nil:
+			return nil, netErr
+		case gerr != nil && !started:
+			return core.Errorf(core.ErrGPUOp, "copy from GPU %d memory %d: %w", r.Device, r.ID, gerr), nil
+		case gerr != nil:
+			return nil, core.Errorf(core.ErrGPUOp, "copy from GPU %d memory %d (response half sent): %w", r.Device, r.ID, gerr)
 		}
-		return nil
+		return nil, nil
+	}
+	if _, err := st.bw.Write(hb[:]); err != nil {
+		return nil, err
 	}
 	if err := st.bw.Flush(); err != nil {
-		return err
+		return nil, err
 	}
 	st.bufs = st.bufs[:0]
 	for _, e := range ranges {
 		st.bufs = append(st.bufs, r.Bytes(e.RemoteOffset, e.Size))
 	}
-	return st.sw.writeBuffers(st.bufs, &st.group)
+	return nil, st.sw.writeBuffers(st.bufs, &st.group)
 }
 
 func (s *server) respond(st *connState, typ uint8, code core.StatusCode, msg string, payload uint64) error {
@@ -405,11 +466,4 @@ func (s *server) respond(st *connState, typ uint8, code core.StatusCode, msg str
 	}
 	_, err := st.bw.WriteString(msg)
 	return err
-}
-
-func grow(b []byte, n int) []byte {
-	if cap(b) < n {
-		return make([]byte, n)
-	}
-	return b[:n]
 }

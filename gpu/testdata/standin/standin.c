@@ -16,7 +16,11 @@
 //     is unregistered host memory (CUDA_ERROR_INVALID_VALUE, like CUDA).
 //   - IPC handles carry the device, arena offset and size of an allocation;
 //     opening one maps the arena again at a new address, so the opened
-//     pointer aliases the exported memory, as real IPC does.
+//     pointer aliases the exported memory, as real IPC does. The handle
+//     also names the exporting process and its arena's memfd, so that
+//     another process (of the same user) opens it through /proc/PID/fd/FD:
+//     IPC works across processes too. As in CUDA, a handle cannot be
+//     opened again while a mapping of it is open.
 //   - Async copies are queued on their stream and run only at
 //     cuStreamSynchronize/hipStreamSynchronize (or stream destroy). Code that
 //     reads a buffer before synchronizing, or refills a staging buffer while
@@ -29,9 +33,13 @@
 //
 // Build variants: -DSTANDIN_NO_DEVICE makes cuInit/hipInit report no
 // device (error 100); -DSTANDIN_NO_DMABUF leaves out the dma-buf export
-// functions, as an old driver would.
+// functions, as an old driver would; -DSTANDIN_STRICT_IPC refuses to open
+// handles exported by the same process, as CUDA and HIP do (by default
+// the stand-in allows it, so that one test process can play both sides).
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +77,7 @@ typedef struct {
 	int device;
 	int kind;
 	int live;
+	int pid; // IPC records: the exporting process
 } rec;
 
 typedef struct {
@@ -87,8 +96,11 @@ typedef struct {
 	char magic[8];
 	uint64_t off, size;
 	int32_t device;
-	char pad[64 - 8 - 8 - 8 - 4];
+	int32_t pid; // of the exporting process
+	int32_t fd;  // its arena memfd, for other processes
+	char pad[64 - 8 - 8 - 8 - 4 - 4 - 4];
 } ipc_handle;
+_Static_assert(sizeof(ipc_handle) == 64, "IPC handles are 64 bytes");
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int inited;
@@ -253,6 +265,8 @@ static int ipc_get(ipc_handle *h, uintptr_t p) {
 		h->off = r->off;
 		h->size = r->size;
 		h->device = r->device;
+		h->pid = (int32_t)getpid();
+		h->fd = arena[r->device].fd;
 		res = E_OK;
 	}
 	pthread_mutex_unlock(&mu);
@@ -262,8 +276,27 @@ static int ipc_get(ipc_handle *h, uintptr_t p) {
 static int ipc_open(uintptr_t *out, const ipc_handle *h, unsigned int flags) {
 	if (!out || flags != 1 || memcmp(h->magic, "STANDIN", 8) != 0) return E_INVALID_VALUE;
 	if (h->device < 0 || h->device >= NDEV || h->off + h->size > ARENA) return E_INVALID_VALUE;
+#ifdef STANDIN_STRICT_IPC
+	if (h->pid == (int32_t)getpid()) return E_INVALID_CONTEXT; // CUDA: "invalid device context"
+#endif
+	pthread_mutex_lock(&mu);
+	int mapped = 0;
+	for (int i = 0; i < nrecs; i++) {
+		rec *x = &recs[i];
+		if (x->live && x->kind == K_IPC && x->pid == h->pid && x->device == h->device && x->off == h->off) mapped = 1;
+	}
+	pthread_mutex_unlock(&mu);
+	if (mapped) return E_INVALID_VALUE; // already mapped in this process
+	int fd = arena[h->device].fd, own = h->pid == (int32_t)getpid();
+	if (!own) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)h->pid, (int)h->fd);
+		fd = open(path, O_RDWR);
+		if (fd < 0) return E_INVALID_HANDLE;
+	}
 	size_t m = page_round(h->size);
-	void *p = mmap(NULL, m, PROT_READ | PROT_WRITE, MAP_SHARED, arena[h->device].fd, (off_t)h->off);
+	void *p = mmap(NULL, m, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)h->off);
+	if (!own) close(fd);
 	if (p == MAP_FAILED) return E_OUT_OF_MEMORY;
 	rec x = {0};
 	x.base = (uintptr_t)p;
@@ -272,6 +305,7 @@ static int ipc_open(uintptr_t *out, const ipc_handle *h, unsigned int flags) {
 	x.off = h->off;
 	x.device = h->device;
 	x.kind = K_IPC;
+	x.pid = h->pid;
 	pthread_mutex_lock(&mu);
 	int r = add_rec(x);
 	pthread_mutex_unlock(&mu);
@@ -518,6 +552,16 @@ int cuMemGetHandleForAddressRange(void *handle, CUdeviceptr p, size_t size, int 
 }
 #endif
 
+// pci_bus_id writes device d's made-up PCI address.
+static int pci_bus_id(char *id, int n, int d) {
+	if (d < 0 || d >= NDEV) return E_INVALID_DEVICE;
+	if (!id || n < 13) return E_INVALID_VALUE;
+	snprintf(id, (size_t)n, "0000:%02X:00.0", 0x3b + d);
+	return E_OK;
+}
+
+int cuDeviceGetPCIBusId(char *id, int n, int d) { return inited ? pci_bus_id(id, n, d) : E_NOT_INITIALIZED; }
+
 int cuGetErrorString(int code, const char **s) {
 	*s = err_string(code);
 	return *s ? E_OK : E_INVALID_VALUE;
@@ -630,6 +674,8 @@ int hipMemGetHandleForAddressRange(void *handle, void *p, size_t size, int type,
 	return dmabuf(handle, (uintptr_t)p, size, type);
 }
 #endif
+
+int hipDeviceGetPCIBusId(char *id, int n, int d) { return pci_bus_id(id, n, d); }
 
 const char *hipGetErrorString(int code) {
 	const char *s = err_string(code);

@@ -1,0 +1,610 @@
+// Package ipc is the same-host GPU path: a transfer between GPU memory of
+// two engines on one node (equal EngineDesc.NodeID) is a device-to-device
+// copy through a CUDA or HIP IPC mapping of the remote memory, instead of a
+// trip through the network stack.
+//
+// Every GPU registration is exported: its memory descriptor carries a
+// core.BackendXGMI blob with the IPC handle of the allocation that holds it
+// and the registered pointer's offset in that allocation. An initiator
+// whose transfer names such a memory of a same-node peer asks the peer
+// (OPEN, over the control plane) whether the memory is still registered and
+// is what the descriptor says, maps the allocation once (one mapping per
+// handle and local device, shared by every memory inside it and cached
+// until the peer or the memory goes away), and copies with
+// CopyDeviceBatch on its own device. The exporter remembers who opened
+// what; when it deregisters the memory (or closes) it tells each of them
+// (CLOSE) and waits until they have finished their copies and unmapped, so
+// that once DeregisterMemory returns nothing touches the memory.
+//
+// Where the path cannot be used (the driver refuses the handle: the peer is
+// in this very process, or the memory comes from an allocator whose memory
+// cannot be shared with legacy IPC), transfers go to the data backend
+// (TCP or RDMA) instead; that is decided once per remote memory and logged.
+//
+// The target of a transfer on this path takes no part in it: as with
+// MORI-IO's XGMI backend, it records no inbound status
+// (PopInboundTransferStatus finds nothing).
+package ipc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+)
+
+// Options configure a Backend.
+type Options struct {
+	// NodeID of this engine: peers with the same (non-empty) NodeID are on
+	// this host.
+	NodeID string
+	// Host and Port of this engine's control plane, where exporters send
+	// CLOSE.
+	Host string
+	Port uint16
+	// Fallback returns the data backend for transfers this path cannot
+	// take (nil if there is none yet).
+	Fallback func() core.Backend
+	// Timeout bounds each control-plane call (default 10 s).
+	Timeout time.Duration
+}
+
+// closeTimeout bounds the CLOSE calls of Close: an engine on its way out
+// does not wait long for importers that are gone.
+const closeTimeout = time.Second
+
+// errFallback sends a transfer to the data backend.
+var errFallback = errors.New("ipc: use the data backend")
+
+// Backend is the same-host path of one engine. It is a core.Backend, a
+// core.MemoryBackend (it exports GPU registrations) and a
+// core.ControlHandler (OPEN and CLOSE).
+type Backend struct {
+	env  core.BackendEnv
+	gpu  core.GPUIPC
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	peers    map[string]core.EngineDesc // same-node peers
+	mems     map[memKey]*mapping        // remote memories opened or being opened
+	fellBack map[memKey]string          // remote memories this path cannot map, by identity
+	closed   bool
+
+	held map[*handle]int // the IPC mappings this backend uses, with its references; guarded by mappings
+
+	transfers, bytes, fallbacks atomic.Uint64
+}
+
+var (
+	_ core.Backend        = (*Backend)(nil)
+	_ core.MemoryBackend  = (*Backend)(nil)
+	_ core.ControlHandler = (*Backend)(nil)
+)
+
+// memKey names a remote memory as mapped for one local device.
+type memKey struct {
+	peer   string
+	mem    uint32
+	device int
+}
+
+// mappings are the IPC mappings of this process, shared by all its
+// engines: CUDA and HIP map a handle only once per process and device.
+var mappings = struct {
+	sync.Mutex // also orders mapping and unmapping
+	m          map[handleKey]*handle
+}{m: make(map[handleKey]*handle)}
+
+type handleKey struct {
+	gpu    core.GPUIPC // the driver that mapped it
+	h      [core.IPCHandleSize]byte
+	device int
+}
+
+// handle is one IPC mapping, shared by the remote memories in it.
+type handle struct {
+	key   handleKey
+	base  uintptr
+	size  uint64
+	unmap func() error
+	refs  int // guarded by mappings
+}
+
+// mapping is a remote memory as this engine reaches it: a pointer into a
+// shared IPC mapping, with a count of the copies using it.
+type mapping struct {
+	key   memKey
+	id    string // the descriptor's blob and size: what it was opened for
+	ready chan struct{}
+	// Set before ready is closed.
+	err      error
+	fallback bool
+	ptr      uintptr
+	h        *handle
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	users  int
+	closed bool
+}
+
+// export is the attachment of an exported local region: who has opened it.
+type export struct {
+	h   [core.IPCHandleSize]byte
+	off uint64
+
+	mu      sync.Mutex
+	closed  bool
+	openers map[string]core.EngineDesc // by key; Host and Port only
+}
+
+// New returns the same-host path. env.GPU must implement core.GPUIPC.
+func New(env core.BackendEnv, opts Options) (*Backend, error) {
+	g, ok := env.GPU.(core.GPUIPC)
+	if !ok || env.GPU == nil {
+		return nil, core.Errorf(core.ErrGPUOp, "same-host GPU path: the GPU driver cannot share memory between processes")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.Fallback == nil {
+		opts.Fallback = func() core.Backend { return nil }
+	}
+	if env.Call == nil {
+		env.Call = func(peer core.EngineDesc, _ []byte) ([]byte, error) {
+			return nil, core.Errorf(core.ErrBadState, "same-host path: no control plane to reach %q", peer.Key)
+		}
+	}
+	log := env.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Backend{
+		env: env, gpu: g, opts: opts, log: log,
+		peers:    make(map[string]core.EngineDesc),
+		mems:     make(map[memKey]*mapping),
+		fellBack: make(map[memKey]string),
+		held:     make(map[*handle]int),
+	}, nil
+}
+
+// Type reports core.BackendXGMI, MORI-IO's type for its same-host GPU path.
+func (b *Backend) Type() core.BackendType { return core.BackendXGMI }
+
+// Blob returns nil: the path publishes nothing in the engine descriptor;
+// memory descriptors carry what it needs.
+func (b *Backend) Blob() []byte { return nil }
+
+// AddPeer records a peer on this node; peers elsewhere are ignored. A peer
+// registered again as a different process loses its old mappings.
+func (b *Backend) AddPeer(desc core.EngineDesc) error {
+	same := desc.NodeID != "" && desc.NodeID == b.opts.NodeID && desc.Key != b.env.LocalKey
+	b.mu.Lock()
+	old, had := b.peers[desc.Key]
+	if same {
+		b.peers[desc.Key] = desc
+	} else {
+		delete(b.peers, desc.Key)
+	}
+	b.mu.Unlock()
+	if had && (!same || old.PID != desc.PID || old.Hostname != desc.Hostname || old.Host != desc.Host || old.Port != desc.Port) {
+		b.dropPeer(desc.Key)
+	}
+	if same {
+		b.log.Debug("same-host GPU path: peer on this node", "peer", desc.Key, "node", desc.NodeID)
+	}
+	return nil
+}
+
+// RemovePeer forgets a peer and unmaps its memories, once the copies in
+// flight on them have ended.
+func (b *Backend) RemovePeer(key string) {
+	b.mu.Lock()
+	delete(b.peers, key)
+	b.mu.Unlock()
+	b.dropPeer(key)
+}
+
+// dropPeer closes the mappings of a peer's memories.
+func (b *Backend) dropPeer(key string) {
+	b.closeMappings(func(k memKey) bool { return k.peer == key })
+	b.mu.Lock()
+	for k := range b.fellBack {
+		if k.peer == key {
+			delete(b.fellBack, k)
+		}
+	}
+	b.mu.Unlock()
+}
+
+// closeMappings removes the mappings whose key matches and closes them.
+func (b *Backend) closeMappings(match func(memKey) bool) {
+	b.mu.Lock()
+	var ms []*mapping
+	for k, m := range b.mems {
+		if match(k) {
+			ms = append(ms, m)
+			delete(b.mems, k)
+		}
+	}
+	b.mu.Unlock()
+	for _, m := range ms {
+		b.closeMapping(m)
+	}
+}
+
+// Takes reports whether t is for this path: local GPU memory the driver
+// manages, remote GPU memory that was exported, a peer on this node.
+func (b *Backend) Takes(t *core.Transfer) bool {
+	if t.Local == nil || t.Local.Host || t.Remote.Location != core.LocationGPU || t.Remote.Blob(core.BackendXGMI) == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.peers[t.Peer]
+	return ok && !b.closed
+}
+
+// Submit runs the transfer on a goroutine of its own.
+func (b *Backend) Submit(t *core.Transfer) {
+	go b.run(t)
+}
+
+func (b *Backend) run(t *core.Transfer) {
+	if len(t.Ranges) == 0 {
+		t.Begin(0)
+		return
+	}
+	m, err := b.acquire(t)
+	if errors.Is(err, errFallback) {
+		b.fallbacks.Add(1)
+		fb := b.opts.Fallback()
+		if fb == nil {
+			t.Fail(core.ErrBadState, "no data backend for memory %d of %q, which the same-host path cannot reach", t.Remote.ID, t.Peer)
+			return
+		}
+		fb.Submit(t)
+		return
+	}
+	if err != nil {
+		t.FailErr(err)
+		return
+	}
+	defer b.release(m)
+	if err := t.Local.Use(); err != nil {
+		t.FailErr(err)
+		return
+	}
+	defer t.Local.Release()
+	t.Begin(1)
+	if t.Done() { // timed out while its memory was being opened
+		return
+	}
+	copies := make([]core.DeviceCopy, len(t.Ranges))
+	for i, r := range t.Ranges {
+		local, remote := t.Local.Addr+uintptr(r.LocalOffset), m.ptr+uintptr(r.RemoteOffset)
+		if t.Op == core.OpWrite {
+			copies[i] = core.DeviceCopy{Dst: remote, Src: local, Size: r.Size}
+		} else {
+			copies[i] = core.DeviceCopy{Dst: local, Src: remote, Size: r.Size}
+		}
+	}
+	if err := b.gpu.CopyDeviceBatch(t.Local.Device, copies); err != nil {
+		t.Fail(core.ErrGPUOp, "same-host copy between GPU %d memory %d and memory %d of %q: %v", t.Local.Device, t.Local.ID, t.Remote.ID, t.Peer, err)
+		return
+	}
+	b.transfers.Add(1)
+	b.bytes.Add(t.Bytes)
+	t.PartDone()
+}
+
+// acquire returns the mapping of t's remote memory with a use held,
+// opening it the first time, or errFallback.
+func (b *Backend) acquire(t *core.Transfer) (*mapping, error) {
+	blob := t.Remote.Blob(core.BackendXGMI)
+	h, off, err := decodeBlob(blob)
+	if err != nil {
+		return nil, core.Errorf(core.ErrInvalidArgs, "memory %d of %q: %w", t.Remote.ID, t.Peer, err)
+	}
+	key := memKey{peer: t.Peer, mem: t.Remote.ID, device: t.Local.Device}
+	id := fmt.Sprintf("%x/%d", blob, t.Remote.Size)
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, core.Errorf(core.ErrBadState, "engine %q is closed", b.env.LocalKey)
+	}
+	peer, ok := b.peers[t.Peer]
+	if !ok || b.fellBack[key] == id {
+		b.mu.Unlock()
+		return nil, errFallback
+	}
+	m := b.mems[key]
+	var stale *mapping
+	if m != nil && m.id != id {
+		// The peer hands out another descriptor under the same id.
+		stale, m = m, nil
+	}
+	opener := m == nil
+	if opener {
+		m = &mapping{key: key, id: id, ready: make(chan struct{})}
+		m.cond = sync.NewCond(&m.mu)
+		b.mems[key] = m
+	}
+	b.mu.Unlock()
+	if stale != nil {
+		go b.closeMapping(stale)
+	}
+	if opener {
+		b.open(m, peer, h, off, t.Remote.Size)
+	}
+	<-m.ready
+	switch {
+	case m.fallback:
+		return nil, errFallback
+	case m.err != nil:
+		return nil, m.err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, core.Errorf(core.ErrNotFound, "memory %d of %q was deregistered", t.Remote.ID, t.Peer)
+	}
+	m.users++
+	return m, nil
+}
+
+func (b *Backend) release(m *mapping) {
+	m.mu.Lock()
+	m.users--
+	if m.users == 0 {
+		m.cond.Broadcast()
+	}
+	m.mu.Unlock()
+}
+
+// open makes m usable: OPEN to the exporter, then the IPC mapping (shared
+// with other memories of the same allocation).
+func (b *Backend) open(m *mapping, peer core.EngineDesc, h [core.IPCHandleSize]byte, off, size uint64) {
+	defer close(m.ready)
+	forget := func() {
+		b.mu.Lock()
+		if b.mems[m.key] == m {
+			delete(b.mems, m.key)
+		}
+		b.mu.Unlock()
+	}
+	req := openMsg{Mem: m.key.mem, Size: size, Offset: off, Handle: h, Port: b.opts.Port, Host: b.opts.Host}
+	if _, err := b.env.Call(peer, req.encode()); err != nil {
+		m.err = core.Errorf(core.CodeOf(err), "same-host path to memory %d of %q: %w", m.key.mem, m.key.peer, err)
+		forget()
+		return
+	}
+	hk := handleKey{gpu: b.gpu, h: h, device: m.key.device}
+	mappings.Lock()
+	hd := mappings.m[hk]
+	if hd == nil {
+		base, msize, unmap, err := b.gpu.IPCMap(h, m.key.device)
+		if err != nil {
+			mappings.Unlock()
+			m.fallback = true
+			b.mu.Lock()
+			if b.mems[m.key] == m {
+				delete(b.mems, m.key)
+			}
+			b.fellBack[m.key] = m.id
+			b.mu.Unlock()
+			b.log.Info("same-host GPU path unavailable for this memory: using the data backend",
+				"peer", m.key.peer, "memory", m.key.mem, "device", m.key.device, "reason", err.Error())
+			return
+		}
+		hd = &handle{key: hk, base: base, size: msize, unmap: unmap}
+		mappings.m[hk] = hd
+		b.log.Debug("same-host GPU path: mapped an allocation", "peer", m.key.peer, "device", m.key.device, "base", base, "size", msize)
+	}
+	hd.refs++
+	b.held[hd]++
+	mappings.Unlock()
+	if end := off + size; end < off || end > hd.size {
+		b.unref(hd)
+		m.err = core.Errorf(core.ErrInvalidArgs, "memory %d of %q: offset %d size %d exceeds the %d-byte allocation its handle maps",
+			m.key.mem, m.key.peer, off, size, hd.size)
+		forget()
+		return
+	}
+	m.ptr = hd.base + uintptr(off)
+	m.h = hd
+}
+
+// closeMapping waits for m to be opened and for its copies to end, then
+// drops its reference to the IPC mapping.
+func (b *Backend) closeMapping(m *mapping) {
+	<-m.ready
+	m.mu.Lock()
+	m.closed = true
+	for m.users > 0 {
+		m.cond.Wait()
+	}
+	hd := m.h
+	m.h = nil
+	m.mu.Unlock()
+	if hd != nil {
+		b.unref(hd)
+	}
+}
+
+// unref drops a reference to a mapping and unmaps it after the last one.
+func (b *Backend) unref(hd *handle) {
+	mappings.Lock()
+	defer mappings.Unlock()
+	if b.held[hd]--; b.held[hd] == 0 {
+		delete(b.held, hd)
+	}
+	hd.refs--
+	if hd.refs > 0 {
+		return
+	}
+	if mappings.m[hd.key] == hd {
+		delete(mappings.m, hd.key)
+	}
+	if err := hd.unmap(); err != nil {
+		b.log.Warn("same-host GPU path: unmapping an allocation", "device", hd.key.device, "err", err)
+		return
+	}
+	b.log.Debug("same-host GPU path: unmapped an allocation", "device", hd.key.device, "base", hd.base)
+}
+
+// RegisterMemory exports GPU memory: the blob carries the IPC handle of
+// its allocation and its offset there. Memory the driver cannot export
+// gets no blob (peers then use the data backend); that is not an error.
+func (b *Backend) RegisterMemory(r *core.Region) (*core.BackendBlob, error) {
+	if r.Host || r.Location != core.LocationGPU {
+		return nil, nil
+	}
+	h, off, err := b.gpu.IPCExport(r.Addr)
+	if err != nil {
+		b.log.Info("same-host GPU path: memory cannot be exported; peers on this node will use the data backend",
+			"memory", r.ID, "device", r.Device, "reason", err.Error())
+		return nil, nil
+	}
+	r.Attachments.Store(b, &export{h: h, off: off, openers: make(map[string]core.EngineDesc)})
+	return &core.BackendBlob{Type: core.BackendXGMI, Data: encodeBlob(h, off)}, nil
+}
+
+// DeregisterMemory tells the engines that opened the memory to stop using
+// it, and waits for their answers (or Timeout).
+func (b *Backend) DeregisterMemory(r *core.Region) {
+	if v, ok := r.Attachments.LoadAndDelete(b); ok {
+		b.closeExport(r.ID, v.(*export), b.opts.Timeout)
+	}
+}
+
+func (b *Backend) closeExport(id uint32, x *export, timeout time.Duration) {
+	x.mu.Lock()
+	x.closed = true
+	openers := x.openers
+	x.openers = nil
+	x.mu.Unlock()
+	var wg sync.WaitGroup
+	for key, o := range openers {
+		wg.Go(func() {
+			start := time.Now()
+			if _, err := callTimeout(b.env.Call, o, encodeClose(id), timeout); err != nil {
+				b.log.Warn("same-host GPU path: could not tell an engine that memory it mapped is gone",
+					"peer", key, "memory", id, "err", err, "waited", time.Since(start).String())
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// callTimeout runs call but gives up waiting after timeout (the call goes
+// on in the background with its own, longer, bound).
+func callTimeout(call func(core.EngineDesc, []byte) ([]byte, error), peer core.EngineDesc, body []byte, timeout time.Duration) ([]byte, error) {
+	type result struct {
+		out []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		out, err := call(peer, body)
+		ch <- result{out, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.out, r.err
+	case <-time.After(timeout):
+		return nil, core.Errorf(core.ErrTimeout, "no answer within %s", timeout)
+	}
+}
+
+// HandleControl answers OPEN (as exporter) and CLOSE (as importer).
+func (b *Backend) HandleControl(from string, body []byte) ([]byte, error) {
+	if len(body) == 0 {
+		return nil, core.Errorf(core.ErrInvalidArgs, "same-host path: empty message from %q", from)
+	}
+	switch body[0] {
+	case opOpen:
+		m, err := decodeOpen(body)
+		if err != nil {
+			return nil, err
+		}
+		return nil, b.handleOpen(from, &m)
+	case opClose:
+		mem, err := decodeClose(body)
+		if err != nil {
+			return nil, err
+		}
+		b.closeMappings(func(k memKey) bool { return k.peer == from && k.mem == mem })
+		return nil, nil
+	}
+	return nil, core.Errorf(core.ErrInvalidArgs, "same-host path: unknown message %d from %q", body[0], from)
+}
+
+func (b *Backend) handleOpen(from string, m *openMsg) error {
+	r, err := b.env.Registry.Get(m.Mem)
+	if err != nil {
+		return err
+	}
+	v, ok := r.Attachments.Load(b)
+	if !ok {
+		return core.Errorf(core.ErrNotFound, "memory %d is not exported for the same-host path", m.Mem)
+	}
+	x := v.(*export)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	switch {
+	case x.closed:
+		return core.Errorf(core.ErrNotFound, "memory %d was deregistered", m.Mem)
+	case m.Size != r.Size || m.Offset != x.off || m.Handle != x.h:
+		return core.Errorf(core.ErrInvalidArgs, "memory %d: the descriptor (size %d, offset %d) is not this engine's registration (size %d, offset %d)",
+			m.Mem, m.Size, m.Offset, r.Size, x.off)
+	}
+	x.openers[from] = core.EngineDesc{Key: from, Host: m.Host, Port: m.Port}
+	b.log.Debug("same-host GPU path: memory opened by a peer", "peer", from, "memory", m.Mem)
+	return nil
+}
+
+// Close unmaps every remote memory once its copies have ended and tells
+// the engines that mapped this engine's memory that it is gone (waiting a
+// short while for each).
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	b.closeMappings(func(memKey) bool { return true })
+	if b.env.Registry != nil {
+		var wg sync.WaitGroup
+		b.env.Registry.Each(func(r *core.Region) {
+			if v, ok := r.Attachments.LoadAndDelete(b); ok {
+				wg.Go(func() { b.closeExport(r.ID, v.(*export), closeTimeout) })
+			}
+		})
+		wg.Wait()
+	}
+	return nil
+}
+
+// Stats are counters of the same-host path.
+type Stats struct {
+	Transfers uint64 // transfers copied device to device
+	Bytes     uint64 // their bytes
+	Fallbacks uint64 // transfers sent to the data backend instead
+	Mappings  int    // IPC mappings this engine uses now (shared in the process)
+}
+
+// Stats returns the path's counters.
+func (b *Backend) Stats() Stats {
+	mappings.Lock()
+	n := len(b.held)
+	mappings.Unlock()
+	return Stats{Transfers: b.transfers.Load(), Bytes: b.bytes.Load(), Fallbacks: b.fallbacks.Load(), Mappings: n}
+}
