@@ -67,6 +67,11 @@ func (c StatusCode) String() string {
 	return fmt.Sprintf("STATUS(%d)", uint32(c))
 }
 
+// ErrNotSupported is wrapped by errors that mean a feature is absent on
+// this machine (no RDMA device, no GPU driver), as opposed to a request that
+// is wrong. An engine in auto mode falls back to TCP only on these.
+var ErrNotSupported = errors.New("not supported")
+
 // Error is an error with a status code, so that it can cross the C ABI as a
 // code plus a message.
 type Error struct {

@@ -1,16 +1,17 @@
 package verbs
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/mori-go/mori-go/core"
 )
 
 // ErrNotSupported is wrapped by the errors that mean "no RDMA here":
 // libibverbs cannot be loaded, no device exists, or no port is active. The
 // engine then falls back to TCP.
-var ErrNotSupported = errors.New("rdma not supported")
+var ErrNotSupported = fmt.Errorf("rdma %w", core.ErrNotSupported)
 
 // Provider is the verbs library: the cgo layer over libibverbs (System) or
 // the simulator (package sim). Everything above this file uses only these

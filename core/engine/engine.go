@@ -286,6 +286,10 @@ func (e *Engine) createRDMA(cfg RDMAConfig) (core.Backend, error) {
 	if e.cfg.Mode == ModeRDMA {
 		return nil, core.Errorf(core.ErrRDMAOp, "RDMA backend required: %w", err)
 	}
+	if !errors.Is(err, core.ErrNotSupported) {
+		// A wrong configuration is reported, not papered over with TCP.
+		return nil, core.Errorf(core.ErrInvalidArgs, "create RDMA backend: %w", err)
+	}
 	e.log.Info("data plane: TCP (no usable RDMA device)", "reason", err.Error())
 	return tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
 }
