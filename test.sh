@@ -34,5 +34,7 @@ echo "== benchmark smoke run (figures only, no thresholds)"
 if [[ -f python/pyproject.toml ]]; then
   echo "== Python tests"
   ./scripts/test-python.sh
+  echo "== peer benchmark smoke run (mori-go via Python and C ABI, raw sockets, memcpy)"
+  ./scripts/bench-smoke.sh
 fi
 echo "== all tests passed"
