@@ -18,10 +18,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+	"golang.org/x/sys/unix"
 
 	"github.com/mori-go/mori-go/core"
 )
@@ -62,6 +65,7 @@ type Server struct {
 	secret []byte
 	log    *slog.Logger
 	port   int
+	file   *os.File // duplicate of the socket's signalling descriptor
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -118,39 +122,55 @@ func (s *Server) run(host string, port int, ready chan<- error) {
 		return
 	}
 	s.sock = sock
-	ready <- nil
-	poller := zmq.NewPoller()
-	poller.Add(sock, zmq.POLLIN)
-	for {
-		select {
-		case <-s.stop:
-			return
-		default:
-		}
-		polled, err := poller.Poll(50 * time.Millisecond)
-		if err != nil {
-			if zmq.AsErrno(err) == zmq.ETERM {
-				return
-			}
-			continue
-		}
-		for range polled {
-			for {
-				parts, err := sock.RecvMessageBytes(zmq.DONTWAIT)
-				if err != nil {
-					break
-				}
-				if len(parts) < 1 {
-					continue
-				}
-				reply := s.handle(parts[1:])
-				out := append([][]byte{parts[0]}, reply...)
-				if _, err := sock.SendMessageDontwait(out); err != nil {
-					s.log.Debug("control plane: reply dropped", "err", err)
-				}
-			}
+	// Wait for requests in Go's network poller, on a duplicate of the
+	// socket's signalling descriptor, rather than in zmq_poll: a goroutine
+	// blocked in a cgo call holds its scheduler slot until the runtime takes
+	// it back (up to milliseconds later), which starves the data plane's
+	// goroutines on small machines.
+	fd, err := sock.GetFd()
+	var file *os.File
+	if err == nil {
+		var dup int
+		if dup, err = unix.Dup(fd); err == nil {
+			unix.SetNonblock(dup, true)
+			file = os.NewFile(uintptr(dup), "zmq-control")
 		}
 	}
+	var rc syscall.RawConn
+	if err == nil {
+		rc, err = file.SyscallConn()
+	}
+	if err != nil {
+		ready <- core.Errorf(core.ErrInternal, "control plane: watch socket descriptor: %w", err)
+		return
+	}
+	s.file = file
+	ready <- nil
+	rc.Read(func(uintptr) bool {
+		for {
+			select {
+			case <-s.stop:
+				return true
+			default:
+			}
+			ev, err := sock.GetEvents()
+			if err != nil {
+				return true // context terminated
+			}
+			if ev&zmq.POLLIN == 0 {
+				return false // wait until the descriptor signals again
+			}
+			parts, err := sock.RecvMessageBytes(zmq.DONTWAIT)
+			if err != nil || len(parts) < 1 {
+				continue
+			}
+			reply := s.handle(parts[1:])
+			out := append([][]byte{parts[0]}, reply...)
+			if _, err := sock.SendMessageDontwait(out); err != nil {
+				s.log.Debug("control plane: reply dropped", "err", err)
+			}
+		}
+	})
 }
 
 func bindHost(h string) string {
@@ -215,6 +235,7 @@ func (s *Server) Close() error {
 	default:
 	}
 	close(s.stop)
+	s.file.Close() // wakes the serving goroutine
 	<-s.done
 	return s.ctx.Term()
 }

@@ -24,6 +24,10 @@ type Config struct {
 	// CopyBelow: ranges up to this size are copied into the frame buffer
 	// rather than sent as their own iovec (default 4 KiB).
 	CopyBelow int
+	// InlineBelow: a frame of host memory up to this size, submitted to an
+	// idle stream, is written by the submitting goroutine rather than
+	// handed to the stream's writer (default 64 KiB; negative disables).
+	InlineBelow int
 	// Window is the most bytes in flight on one stream (default 8 MiB).
 	Window int
 	// DialTimeout bounds connecting and the handshake (default 5 s).
@@ -55,6 +59,9 @@ func (c *Config) fill() {
 	def(&c.MaxEntries, 4096)
 	def(&c.CopyBelow, 4<<10)
 	def(&c.Window, 8<<20)
+	if c.InlineBelow == 0 {
+		c.InlineBelow = 64 << 10
+	}
 	def(&c.ReadBuffer, 64<<10)
 	def(&c.MaxConns, 4096)
 	defd(&c.DialTimeout, 5*time.Second)

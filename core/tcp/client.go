@@ -240,15 +240,23 @@ type stream struct {
 	c  net.Conn
 	br *bufio.Reader
 
-	// Scratch of the writer goroutine, reused batch after batch.
+	// Scratch of the GPU staging path, used by whoever writes.
 	spans []core.DeviceSpan
 	iov   net.Buffers
+
+	// Scratch of whoever writes (s.writing), reused batch after batch.
+	batch  []*frame
+	ready  []*frame
+	used   []*core.Region
+	bufs   net.Buffers
+	inline [1]*frame
 
 	mu            sync.Mutex
 	cond          *sync.Cond
 	queue         []*frame
 	inflight      []*frame
 	inflightBytes int
+	writing       bool // a goroutine is encoding and writing frames
 	broken        error
 	redialing     bool // guarded by p.mu
 }
@@ -259,14 +267,30 @@ func (s *stream) healthy() bool {
 	return s.broken == nil
 }
 
+// enqueue hands a frame to the stream. A small frame of host memory on an
+// idle stream is written at once by the caller, which saves waking the
+// writer goroutine (the larger part of a small transfer's latency);
+// anything else is queued for the writer.
 func (s *stream) enqueue(f *frame) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.broken != nil {
+		s.mu.Unlock()
 		return s.broken
+	}
+	cfg := &s.p.b.cfg
+	if !s.writing && len(s.queue) == 0 && f.t.Local.Host && cfg.InlineBelow > 0 && f.payload <= uint64(cfg.InlineBelow) &&
+		s.inflightBytes < cfg.Window {
+		s.writing = true
+		s.inline[0] = f
+		s.mu.Unlock()
+		if err := s.writeBatch(s.inline[:]); err != nil {
+			s.fail(err) // fails f too: it is in flight or already failed
+		}
+		return nil
 	}
 	s.queue = append(s.queue, f)
 	s.cond.Signal()
+	s.mu.Unlock()
 	return nil
 }
 
@@ -303,19 +327,17 @@ func (s *stream) connErr(what string, err error) error {
 
 func (s *stream) writeLoop() {
 	cfg := &s.p.b.cfg
-	var batch, ready []*frame
-	var used []*core.Region
-	var bufs net.Buffers
 	for {
 		s.mu.Lock()
-		for s.broken == nil && (len(s.queue) == 0 || s.inflightBytes >= cfg.Window) {
+		for s.broken == nil && (len(s.queue) == 0 || s.inflightBytes >= cfg.Window || s.writing) {
 			s.cond.Wait()
 		}
 		if s.broken != nil {
 			s.mu.Unlock()
 			return
 		}
-		batch = batch[:0]
+		s.writing = true
+		batch := s.batch[:0]
 		bytes := s.inflightBytes
 		for len(s.queue) > 0 && bytes < cfg.Window {
 			f := s.queue[0]
@@ -324,63 +346,79 @@ func (s *stream) writeLoop() {
 			batch = append(batch, f)
 			bytes += int(f.payload)
 		}
+		s.batch = batch
 		s.mu.Unlock()
-
-		bufs, ready, used = bufs[:0], ready[:0], used[:0]
-		for _, f := range batch {
-			if f.t.Done() {
-				// Failed or timed out while queued: nothing to send.
-				putFrame(f)
-				continue
-			}
-			var err error
-			f.iov = len(bufs)
-			if bufs, err = s.encode(f, bufs); err != nil {
-				f.t.FailErr(err)
-				putFrame(f)
-				continue
-			}
-			ready = append(ready, f)
-			used = append(used, f.t.Local)
-		}
-		if len(ready) == 0 {
-			clear(batch)
-			continue
-		}
-		s.mu.Lock()
-		if s.broken != nil {
-			err := s.broken
-			s.mu.Unlock()
-			for i, f := range ready {
-				used[i].Release()
-				f.t.FailErr(err)
-				putFrame(f)
-			}
+		if err := s.writeBatch(batch); err != nil {
+			s.fail(err)
 			return
 		}
-		if len(s.inflight) == 0 {
-			s.c.SetReadDeadline(time.Now().Add(cfg.StallTimeout))
-		}
-		for _, f := range ready {
-			s.inflight = append(s.inflight, f)
-			s.inflightBytes += int(f.payload)
-		}
-		s.mu.Unlock()
-		err := s.send(ready, bufs)
-		for _, r := range used {
-			r.Release()
-		}
+	}
+}
+
+// writeBatch encodes and writes frames. The caller has set s.writing, which
+// makes it the stream's only writer; writeBatch clears it. It returns an
+// error when the stream is broken.
+func (s *stream) writeBatch(batch []*frame) error {
+	cfg := &s.p.b.cfg
+	bufs, ready, used := s.bufs[:0], s.ready[:0], s.used[:0]
+	defer func() {
 		// Drop the references to frames (back in the pool, or waiting for
 		// their response) and their buffers until the next batch.
 		clear(batch)
 		clear(ready)
 		clear(used)
 		clear(bufs)
-		if err != nil {
-			s.fail(err)
-			return
+		s.bufs, s.ready, s.used = bufs[:0], ready[:0], used[:0]
+		s.mu.Lock()
+		s.writing = false
+		if len(s.queue) > 0 {
+			s.cond.Broadcast() // frames queued meanwhile: wake the writer
 		}
+		s.mu.Unlock()
+	}()
+	for _, f := range batch {
+		if f.t.Done() {
+			// Failed or timed out while queued: nothing to send.
+			putFrame(f)
+			continue
+		}
+		var err error
+		f.iov = len(bufs)
+		if bufs, err = s.encode(f, bufs); err != nil {
+			f.t.FailErr(err)
+			putFrame(f)
+			continue
+		}
+		ready = append(ready, f)
+		used = append(used, f.t.Local)
 	}
+	if len(ready) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	if s.broken != nil {
+		err := s.broken
+		s.mu.Unlock()
+		for i, f := range ready {
+			used[i].Release()
+			f.t.FailErr(err)
+			putFrame(f)
+		}
+		return err
+	}
+	if len(s.inflight) == 0 {
+		s.c.SetReadDeadline(time.Now().Add(cfg.StallTimeout))
+	}
+	for _, f := range ready {
+		s.inflight = append(s.inflight, f)
+		s.inflightBytes += int(f.payload)
+	}
+	s.mu.Unlock()
+	err := s.send(ready, bufs)
+	for _, r := range used {
+		r.Release()
+	}
+	return err
 }
 
 // send writes a batch of encoded frames: the iovecs of frames in host
@@ -582,7 +620,9 @@ func (s *stream) readLoop() {
 		} else {
 			s.c.SetReadDeadline(time.Now().Add(s.p.b.cfg.StallTimeout))
 		}
-		s.cond.Signal()
+		if len(s.queue) > 0 && !s.writing {
+			s.cond.Signal() // the writer may be waiting for room in the window
+		}
 		s.mu.Unlock()
 		if ferr != nil {
 			f.t.FailErr(ferr)
