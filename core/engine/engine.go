@@ -6,6 +6,8 @@
 package engine
 
 import (
+	cryptorand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -151,6 +153,14 @@ func New(cfg Config) (*Engine, error) {
 		remotes:  make(map[string]core.EngineDesc),
 		inflight: make(map[uidKey]struct{}),
 	}
+	// Instances tell runs of a uid apart on the target, across restarts of
+	// this engine too: a restarted engine's uids start again from 1, and
+	// its instances must not repeat those of its previous life.
+	var seed [8]byte
+	if _, err := cryptorand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("engine %q: seed instance numbers: %w", cfg.Key, err)
+	}
+	e.instance.Store(binary.LittleEndian.Uint64(seed[:]) >> 1)
 	hostname, _ := os.Hostname()
 	nodeID := cfg.NodeID
 	if nodeID == "" {

@@ -131,20 +131,23 @@ func (p *peer) pick(i int) (*stream, error) {
 			return s, nil
 		}
 	}
-	// Every stream is down: redial one while holding the lock so that
-	// concurrent submitters wait for it rather than all dialing.
-	s, err := p.dial()
-	if err != nil {
-		return nil, err
-	}
-	p.streams[i%n] = s
-	return s, nil
+	// Every stream is down: fail at once and redial in the background.
+	// Dialing here would hold Submit (and, through p.mu, every submitter
+	// to this peer) for up to the dial timeout per request when the peer
+	// is a black hole.
+	p.redialLocked()
+	return nil, core.Errorf(core.ErrConnection, "no connection to engine %q at %s: its %d streams are down (reconnecting in the background)", p.key, p.addr, n)
 }
 
 // redial replaces broken streams in the background.
 func (p *peer) redialBroken() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.redialLocked()
+}
+
+// redialLocked is redialBroken with p.mu held.
+func (p *peer) redialLocked() {
 	if p.closed != nil {
 		return
 	}
@@ -303,12 +306,17 @@ func (s *stream) fail(err error) {
 		return
 	}
 	s.broken = err
-	frames := append(s.inflight, s.queue...)
+	inflight, queued := s.inflight, s.queue
 	s.inflight, s.queue = nil, nil
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.c.Close()
-	for _, f := range frames {
+	// Frames in flight are not recycled: the reader may be matching a
+	// response to the first one, and the writer may still be sending them.
+	for _, f := range inflight {
+		f.t.FailErr(err)
+	}
+	for _, f := range queued {
 		f.t.FailErr(err)
 		putFrame(f)
 	}
@@ -612,6 +620,11 @@ func (s *stream) readLoop() {
 			}
 		}
 		s.mu.Lock()
+		if s.broken != nil {
+			// fail() took the frames meanwhile and ended their transfers.
+			s.mu.Unlock()
+			return
+		}
 		s.inflight[0] = nil
 		s.inflight = s.inflight[1:]
 		s.inflightBytes -= int(f.payload)
@@ -648,13 +661,33 @@ func (s *stream) readData(f *frame) error {
 	if !t.Local.Host {
 		return s.readStaged(f)
 	}
-	for _, r := range f.ranges {
-		if _, err := io.ReadFull(s.br, t.Local.Bytes(r.LocalOffset, r.Size)); err != nil {
-			return s.connErr("read data", err)
+	for i, r := range f.ranges {
+		for off := uint64(0); off < r.Size; {
+			if t.Done() {
+				// Failed or timed out meanwhile: the memory is the
+				// application's again. Drain the rest to stay in step.
+				rest := r.Size - off
+				for _, q := range f.ranges[i+1:] {
+					rest += q.Size
+				}
+				if _, err := io.CopyN(io.Discard, s.br, int64(rest)); err != nil {
+					return s.connErr("read data", err)
+				}
+				return nil
+			}
+			n := min(r.Size-off, landPiece)
+			if _, err := io.ReadFull(s.br, t.Local.Bytes(r.LocalOffset+off, n)); err != nil {
+				return s.connErr("read data", err)
+			}
+			off += n
 		}
 	}
 	return nil
 }
+
+// landPiece is the most bytes of a read response written into local memory
+// between two checks that its transfer is still running.
+const landPiece = 256 << 10
 
 // readStaged reads a read response's payload into GPU memory: the socket
 // fills a page-locked chunk while the previous ones are copied to the

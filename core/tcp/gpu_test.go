@@ -10,6 +10,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
@@ -249,6 +250,7 @@ func TestGPUStagingFailures(t *testing.T) {
 			if last.Wait(ioDeadline) == core.StatusSuccess {
 				break
 			}
+			time.Sleep(10 * time.Millisecond) // the redial runs in the background
 		}
 		require.Equal(t, core.StatusSuccess, last.Code(), last.Message())
 		require.True(t, bytes.Equal(srcMem, dstMem))

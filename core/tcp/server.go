@@ -23,6 +23,7 @@ type server struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
+	live   map[string]int // authenticated streams per initiator key
 	closed bool
 }
 
@@ -32,7 +33,7 @@ func newServer(cfg *Config, env core.BackendEnv) (*server, error) {
 	if err != nil {
 		return nil, core.Errorf(core.ErrConnection, "tcp backend: listen on %s:%d: %w", host, cfg.Port, err)
 	}
-	s := &server{cfg: cfg, env: env, ln: ln, log: env.Logger, conns: make(map[net.Conn]struct{})}
+	s := &server{cfg: cfg, env: env, ln: ln, log: env.Logger, conns: make(map[net.Conn]struct{}), live: make(map[string]int)}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
@@ -230,6 +231,24 @@ func (s *server) serve(c net.Conn) error {
 		return err
 	}
 	st.peer = peer
+	s.mu.Lock()
+	s.live[peer]++
+	s.mu.Unlock()
+	defer func() {
+		// Once no stream from the initiator is left, no part of its
+		// unfinished transfers can arrive any more: they have failed on
+		// its side, and fail here too rather than stay in progress.
+		s.mu.Lock()
+		s.live[peer]--
+		last := s.live[peer] == 0
+		if last {
+			delete(s.live, peer)
+		}
+		s.mu.Unlock()
+		if last {
+			s.env.Inbound.FailPeer(peer, fmt.Sprintf("every connection from engine %q closed before the transfer completed", peer))
+		}
+	}()
 	s.log.Debug("tcp backend: peer stream up", "peer", peer, "remote", c.RemoteAddr().String())
 	for {
 		sr.arm(false)
@@ -302,7 +321,9 @@ func (s *server) serveFrame(st *connState) error {
 		var gerr error
 		gerr, err = s.receive(st, region, st.ranges, h.Payload)
 		region.Release()
-		if err == nil {
+		if err != nil {
+			err = core.Errorf(core.ErrConnection, "connection from engine %q lost in the middle of a write: %w", st.peer, err)
+		} else {
 			err = gerr
 		}
 		s.env.Inbound.Complete(key, h.Instance, err)
@@ -319,7 +340,9 @@ func (s *server) serveFrame(st *connState) error {
 	var gerr error
 	gerr, err = s.sendData(st, region, st.ranges, total)
 	region.Release()
-	if err == nil {
+	if err != nil {
+		err = core.Errorf(core.ErrConnection, "connection from engine %q lost in the middle of a read: %w", st.peer, err)
+	} else {
 		err = gerr
 	}
 	s.env.Inbound.Complete(key, h.Instance, err)
