@@ -162,9 +162,9 @@ func TestPeerKilledMidTransfer(t *testing.T) {
 	require.Contains(t, redial.Message(), `"faults-victim"`)
 
 	// After: the other peer still works, and the dead one can be forgotten.
+	okWrites, lat := bg.finish(t) // stop the writer first: it rewrites osrc and odst
 	requireSuccess(t, write(a, osd, odd, 0, 0, 1<<20), "write to the other peer after the kill")
 	require.Equal(t, osrc.Bytes()[:1<<20], odst.Bytes()[:1<<20])
-	okWrites, lat := bg.finish(t)
 	require.NoError(t, a.DeregisterRemoteEngine(vd))
 	require.Eventually(t, func() bool { return a.InFlight() == 0 }, 5*time.Second, 10*time.Millisecond)
 
