@@ -34,6 +34,8 @@ echo "== benchmark smoke run (figures only, no thresholds)"
 if [[ -f python/pyproject.toml ]]; then
   echo "== Python tests"
   ./scripts/test-python.sh
+  echo "== SGLang's own mori PD backend on mori-go (pinned SGLang, installed once and cached)"
+  ./python/tests/sglang/run.sh
   echo "== peer benchmark smoke run (mori-go via Python and C ABI, raw sockets, memcpy)"
   ./scripts/bench-smoke.sh
 fi
