@@ -43,4 +43,5 @@ fi
 echo "test-python.sh: $wheel ($msg)" >&2
 
 export MORI_GO_WHEEL=$(realpath "$wheel") MORI_GO_REQUIRE_WHEEL=1
-timeout 900 "$py" -m pytest python/tests -q -p no:randomly "$@"
+# python/tests/sglang runs in the SGLang environment (python/tests/sglang/run.sh).
+timeout 900 "$py" -m pytest python/tests -q -p no:randomly --ignore=python/tests/sglang "$@"
