@@ -30,7 +30,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +38,7 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/internal/hostmem"
+	"github.com/mori-go/mori-go/internal/procstat"
 )
 
 var (
@@ -415,7 +415,7 @@ func (s *soak) sample() sampleRow {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	row := sampleRow{liveHeap: ms.HeapInuse, heapSys: ms.HeapSys, rss: rss(), goroutines: runtime.NumGoroutine(), fds: fds()}
+	row := sampleRow{liveHeap: ms.HeapInuse, heapSys: ms.HeapSys, rss: procstat.RSS(), goroutines: runtime.NumGoroutine(), fds: procstat.FDs()}
 	if !s.start.IsZero() {
 		row.at = time.Since(s.start)
 	}
@@ -427,30 +427,6 @@ func (s *soak) sample() sampleRow {
 		row.hubInbound = s.hub.Inbound().Len()
 	}
 	return row
-}
-
-func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				kb, _ := strconv.ParseUint(f[0], 10, 64)
-				return kb << 10
-			}
-		}
-	}
-	return 0
-}
-
-func fds() int {
-	es, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(es)
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }

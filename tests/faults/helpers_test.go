@@ -8,8 +8,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/core/tcp"
 	"github.com/mori-go/mori-go/internal/hostmem"
+	"github.com/mori-go/mori-go/internal/procstat"
 )
 
 // Test timeouts: short enough that a fault test fails fast, long enough for
@@ -263,7 +262,7 @@ type figures struct {
 func sample() figures {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return figures{HeapInuse: ms.HeapInuse, HeapSys: ms.HeapSys, Sys: ms.Sys, RSS: rss(), Goroutines: runtime.NumGoroutine(), FDs: countFDs()}
+	return figures{HeapInuse: ms.HeapInuse, HeapSys: ms.HeapSys, Sys: ms.Sys, RSS: procstat.RSS(), Goroutines: runtime.NumGoroutine(), FDs: procstat.FDs()}
 }
 
 func (f figures) String() string {
@@ -272,32 +271,6 @@ func (f figures) String() string {
 }
 
 func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
-// rss reads VmRSS from /proc/self/status (0 where there is none).
-func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseUint(f[0], 10, 64)
-				return kb << 10
-			}
-		}
-	}
-	return 0
-}
-
-func countFDs() int {
-	es, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(es)
-}
 
 // settled collects garbage and waits (up to timeout) until the goroutine
 // count is at most limit, then samples.
