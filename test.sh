@@ -7,13 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/setup.sh
 ./build.sh
-export PATH=$(go env GOPATH)/bin:$PATH
 
 echo "== lint"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [[ -n $unformatted ]]; then echo "gofmt would change: $unformatted"; exit 1; fi
 go vet ./...
-staticcheck ./...
+go tool staticcheck ./...
 
 echo "== header compiles from C and C++"
 for std in "gcc -std=c99 -x c" "gcc -std=c11 -x c" "g++ -std=c++11 -x c++" "g++ -std=c++17 -x c++"; do

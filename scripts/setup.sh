@@ -20,9 +20,6 @@ fi
 
 command -v go >/dev/null || { echo "setup: Go 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
-# staticcheck, pinned, for the lint step of the tests.
-gobin=$(go env GOPATH)/bin
-if [[ ! -x $gobin/staticcheck ]]; then
-  echo "setup: installing staticcheck" >&2
-  go install honnef.co/go/tools/cmd/staticcheck@2026.2.2
-fi
+# Go tools (staticcheck, stringer) are pinned in go.mod's tool block and run
+# with `go tool NAME`: nothing is installed outside the module cache.
+go mod download
