@@ -10,7 +10,9 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
-	"github.com/mori-go/mori-go/core/tcp"
+	"github.com/mori-go/mori-go/stack"
+	"github.com/mori-go/mori-go/transport/tcp"
+	"github.com/mori-go/mori-go/verbs"
 )
 
 // engineConfig is the JSON configuration of mg_engine_create. Configuration
@@ -56,13 +58,13 @@ func parseLevel(s string) (slog.Level, error) {
 	return 0, core.Errorf(core.ErrInvalidArgs, "log level %q: want debug, info, warn or error", s)
 }
 
-func (c *engineConfig) engineConfig() (engine.Config, error) {
+func (c *engineConfig) engineConfig() (stack.Config, error) {
 	lvl, err := parseLevel(c.LogLevel)
 	if err != nil {
-		return engine.Config{}, err
+		return stack.Config{}, err
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("lib", "mori-go")
-	ec := engine.Config{
+	ec := stack.Config{Config: engine.Config{
 		Key:              c.Key,
 		Host:             c.Host,
 		Port:             c.Port,
@@ -72,16 +74,15 @@ func (c *engineConfig) engineConfig() (engine.Config, error) {
 		Mode:             engine.BackendMode(strings.ToLower(c.Backend)),
 		NodeID:           c.NodeID,
 		Logger:           logger,
-		TCP: tcp.Config{
-			Port:         c.TCP.Port,
-			Streams:      c.TCP.Streams,
-			ChunkSize:    c.TCP.ChunkSize,
-			MaxEntries:   c.TCP.MaxEntries,
-			Window:       c.TCP.Window,
-			StallTimeout: time.Duration(c.TCP.StallTimeoutMS) * time.Millisecond,
-			DialTimeout:  time.Duration(c.TCP.DialTimeoutMS) * time.Millisecond,
-		},
-	}
+	}, TCP: tcp.Config{
+		Port:         c.TCP.Port,
+		Streams:      c.TCP.Streams,
+		ChunkSize:    c.TCP.ChunkSize,
+		MaxEntries:   c.TCP.MaxEntries,
+		Window:       c.TCP.Window,
+		StallTimeout: time.Duration(c.TCP.StallTimeoutMS) * time.Millisecond,
+		DialTimeout:  time.Duration(c.TCP.DialTimeoutMS) * time.Millisecond,
+	}}
 	if c.Secret != "" {
 		ec.Secret = []byte(c.Secret)
 	}
@@ -101,8 +102,8 @@ func decodeEngineConfig(s string) (engineConfig, error) {
 	return c, nil
 }
 
-func decodeRDMAConfig(s string) (engine.RDMAConfig, error) {
-	var c engine.RDMAConfig
+func decodeRDMAConfig(s string) (verbs.RDMAConfig, error) {
+	var c verbs.RDMAConfig
 	c.QPPerTransfer = 1
 	c.PostBatchSize = -1
 	c.EnableNotification = true

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 )
 
 // engineHandle is what an engine handle refers to.
@@ -79,12 +80,11 @@ func mgo_engine_create(cfgJSON *C.char, out *C.mg_engine_t) (rc C.int) {
 	if err != nil {
 		return result(err)
 	}
-	ec.RDMA = rdmaFactory()
 	ec.GPU, err = openGPU(cfg.GPU, ec.Logger)
 	if err != nil {
 		return result(err)
 	}
-	e, err := engine.New(ec)
+	e, err := stack.New(ec)
 	if err != nil {
 		return result(err)
 	}

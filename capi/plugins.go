@@ -6,9 +6,7 @@ import (
 	"strings"
 
 	"github.com/mori-go/mori-go/core"
-	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/gpu"
-	"github.com/mori-go/mori-go/verbs"
 )
 
 // The GPU driver serves the TCP backend's staging (core.GPU), the
@@ -20,9 +18,6 @@ var _ interface {
 	core.GPUIPC
 	core.DmabufExporter
 } = (*gpu.Driver)(nil)
-
-// rdmaFactory returns the RDMA backend factory of this build.
-func rdmaFactory() engine.RDMAFactory { return verbs.Factory }
 
 // openGPU loads the GPU driver as configured: "auto" (or "") loads CUDA or
 // HIP if the process can, "off" loads none, anything else is the path of a

@@ -125,9 +125,14 @@ type BackendEnv struct {
 	Call     func(peer EngineDesc, body []byte) ([]byte, error)
 	LocalKey string
 	Host     string // interface to listen on
-	Registry *Registry
-	Inbound  *InboundTable
-	Secret   []byte
+	// NodeID names this engine's host; Port is its control-plane port;
+	// CallTimeout bounds one Call.
+	NodeID      string
+	Port        uint16
+	CallTimeout time.Duration
+	Registry    *Registry
+	Inbound     *InboundTable
+	Secret      []byte
 	// GPU is the GPU driver, nil without one. Backends may test it for the
 	// optional interfaces GPUIPC and DmabufExporter.
 	GPU    GPU

@@ -6,5 +6,5 @@
 //
 // Nothing in this package does I/O. The engine that wires these pieces to a
 // control plane and to backends lives in core/engine; the data planes live in
-// core/tcp and verbs.
+// transport/ (tcp, ipc) and verbs; package stack assembles them.
 package core

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/verbs"
 	"github.com/mori-go/mori-go/verbs/sim"
 )
@@ -166,10 +167,10 @@ func TestSimInfiniBandRoutesByLID(t *testing.T) {
 func TestSimPeerWithoutRDMAIsRefusedClearly(t *testing.T) {
 	fab := newFabric()
 	a := newSimEngine(t, "rdma-engine", fab.AddHost("a", nic0), engineOpts{cfg: defaultRDMA()})
-	b, err := engine.New(engine.Config{Key: "tcp-engine", Logger: testLogger()})
+	b, err := stack.New(stack.Config{Config: engine.Config{Key: "tcp-engine", Logger: testLogger()}, NoRDMA: true})
 	require.NoError(t, err)
 	defer b.Close()
-	_, err = b.CreateBackend(core.BackendTCP, engine.RDMAConfig{})
+	_, err = b.CreateBackend(core.BackendTCP, nil)
 	require.NoError(t, err)
 	err = a.RegisterRemoteEngine(b.Desc())
 	require.ErrorContains(t, err, `engine "tcp-engine" publishes no RDMA backend`)

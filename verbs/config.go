@@ -8,11 +8,20 @@ import (
 	"time"
 
 	"github.com/mori-go/mori-go/core"
-	"github.com/mori-go/mori-go/core/engine"
 )
 
+// RDMAConfig is MORI-IO's RdmaBackendConfig, given at CreateBackend.
+type RDMAConfig struct {
+	QPPerTransfer      int    `json:"qp_per_transfer"`
+	PostBatchSize      int    `json:"post_batch_size"`
+	NumWorkerThreads   int    `json:"num_worker_threads"`
+	PollCQMode         int    `json:"poll_cq_mode"`
+	EnableNotification bool   `json:"enable_notification"`
+	Devices            string `json:"devices"` // MORI_RDMA_DEVICES syntax
+}
+
 // Options tunes the RDMA backend beyond MORI-IO's RdmaBackendConfig
-// (engine.RDMAConfig). Zero fields take the defaults.
+// (RDMAConfig). Zero fields take the defaults.
 type Options struct {
 	// GPUBusID is the PCI address of this engine's GPU; with several NICs
 	// and no device filter, the NIC nearest to it is used. When empty, the
@@ -95,7 +104,7 @@ const (
 	maxInline             = 64
 )
 
-func newSettings(cfg engine.RDMAConfig, o Options) (*settings, error) {
+func newSettings(cfg RDMAConfig, o Options) (*settings, error) {
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
 	}

@@ -12,7 +12,7 @@
 // missing, and a simulator of RC verbs semantics in package sim, on which
 // the tests run.
 //
-// Factory is the production engine.RDMAFactory; NewFactory builds one over
+// Factory is the production RDMA factory (an engine.Factory); NewFactory builds one over
 // any Provider. See docs/rdma.md for the design, the configuration and the
 // state of hardware testing.
 package verbs

@@ -7,22 +7,33 @@ import (
 	"strings"
 
 	"github.com/mori-go/mori-go/core"
-	"github.com/mori-go/mori-go/core/engine"
 )
 
 // Factory is the production RDMA factory: verbs through the host's
 // libibverbs, loaded at run time. Where libibverbs cannot be loaded or no
 // port is active it returns an error wrapping ErrNotSupported, and an
 // engine in auto mode falls back to TCP.
-func Factory(env core.BackendEnv, cfg engine.RDMAConfig) (core.Backend, error) {
+func Factory(env core.BackendEnv, cfg any) (core.Backend, error) {
 	return NewFactory(System(), Options{})(env, cfg)
 }
 
-// NewFactory returns an engine.RDMAFactory over provider p (System, or a
-// simulated host from package sim).
-func NewFactory(p Provider, o Options) engine.RDMAFactory {
-	return func(env core.BackendEnv, cfg engine.RDMAConfig) (core.Backend, error) {
-		s, err := newSettings(cfg, o)
+// NewFactory returns a constructor of RDMA backends over provider p
+// (System, or a simulated host from package sim), of the shape an engine
+// takes (engine.Factory). The configuration given at creation is an
+// RDMAConfig, a *RDMAConfig or nil (the defaults).
+func NewFactory(p Provider, o Options) func(core.BackendEnv, any) (core.Backend, error) {
+	return func(env core.BackendEnv, cfg any) (core.Backend, error) {
+		var rc RDMAConfig
+		switch v := cfg.(type) {
+		case nil:
+		case RDMAConfig:
+			rc = v
+		case *RDMAConfig:
+			rc = *v
+		default:
+			return nil, core.Errorf(core.ErrInvalidArgs, "RDMA backend: configuration of type %T, want verbs.RDMAConfig", cfg)
+		}
+		s, err := newSettings(rc, o)
 		if err != nil {
 			return nil, err
 		}

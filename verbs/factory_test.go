@@ -7,6 +7,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/verbs"
 )
 
@@ -14,23 +15,23 @@ import (
 // InfiniBand in the kernel) the production factory reports ErrNotSupported
 // and an engine in auto mode serves RDMA requests over TCP.
 func TestProductionFactoryFallsBackToTCPWithoutRDMA(t *testing.T) {
-	b, err := verbs.Factory(testEnv(), engine.RDMAConfig{})
+	b, err := verbs.Factory(testEnv(), verbs.RDMAConfig{})
 	if err == nil {
 		b.Close()
 		t.Skip("this machine has an active RDMA port")
 	}
 	require.ErrorIs(t, err, verbs.ErrNotSupported)
 
-	e, err := engine.New(engine.Config{Key: "auto", Mode: engine.ModeAuto, RDMA: verbs.Factory, Logger: testLogger()})
+	e, err := stack.New(stack.Config{Config: engine.Config{Key: "auto", Mode: engine.ModeAuto, Logger: testLogger()}, RDMA: verbs.Factory})
 	require.NoError(t, err)
 	defer e.Close()
-	typ, err := e.CreateBackend(core.BackendRDMA, engine.RDMAConfig{QPPerTransfer: 4})
+	typ, err := e.CreateBackend(core.BackendRDMA, verbs.RDMAConfig{QPPerTransfer: 4})
 	require.NoError(t, err)
 	require.Equal(t, core.BackendTCP, typ)
 
-	strict, err := engine.New(engine.Config{Key: "strict", Mode: engine.ModeRDMA, RDMA: verbs.Factory, Logger: testLogger()})
+	strict, err := stack.New(stack.Config{Config: engine.Config{Key: "strict", Mode: engine.ModeRDMA, Logger: testLogger()}, RDMA: verbs.Factory})
 	require.NoError(t, err)
 	defer strict.Close()
-	_, err = strict.CreateBackend(core.BackendRDMA, engine.RDMAConfig{})
+	_, err = strict.CreateBackend(core.BackendRDMA, nil)
 	require.ErrorIs(t, err, verbs.ErrNotSupported)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/internal/hostmem"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/verbs"
 	"github.com/mori-go/mori-go/verbs/sim"
 )
@@ -27,14 +28,14 @@ func testLogger() *slog.Logger {
 }
 
 type engineOpts struct {
-	cfg     engine.RDMAConfig
+	cfg     verbs.RDMAConfig
 	opts    verbs.Options
 	timeout time.Duration
 	gpu     core.GPU
 }
 
-func defaultRDMA() engine.RDMAConfig {
-	return engine.RDMAConfig{QPPerTransfer: 4, PostBatchSize: 8, EnableNotification: true}
+func defaultRDMA() verbs.RDMAConfig {
+	return verbs.RDMAConfig{QPPerTransfer: 4, PostBatchSize: 8, EnableNotification: true}
 }
 
 // newSimEngine starts an engine whose RDMA backend runs on host h.
@@ -46,10 +47,10 @@ func newSimEngine(t *testing.T, key string, h *sim.Host, o engineOpts) *engine.E
 	if o.opts.Getenv == nil {
 		o.opts.Getenv = noEnv
 	}
-	e, err := engine.New(engine.Config{
-		Key: key, Mode: engine.ModeRDMA, RDMA: verbs.NewFactory(h, o.opts),
+	e, err := stack.New(stack.Config{Config: engine.Config{
+		Key: key, Mode: engine.ModeRDMA,
 		TransferTimeout: o.timeout, Logger: testLogger(), GPU: o.gpu,
-	})
+	}, RDMA: verbs.NewFactory(h, o.opts)})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, e.Close()) })
 	typ, err := e.CreateBackend(core.BackendRDMA, o.cfg)
@@ -71,7 +72,7 @@ func newSimPair(t *testing.T, o engineOpts, nics ...sim.NIC) *simPair {
 	if len(nics) == 0 {
 		nics = []sim.NIC{{Name: "mlx5_0"}}
 	}
-	if o.cfg == (engine.RDMAConfig{}) {
+	if o.cfg == (verbs.RDMAConfig{}) {
 		o.cfg = defaultRDMA()
 	}
 	p := &simPair{fab: sim.NewFabric(sim.Config{})}
@@ -137,16 +138,16 @@ func newFabric() *sim.Fabric { return sim.NewFabric(sim.Config{}) }
 // newBareEngine starts an engine without a backend.
 func newBareEngine(t *testing.T, key string, h *sim.Host) *engine.Engine {
 	t.Helper()
-	e, err := engine.New(engine.Config{
-		Key: key, Mode: engine.ModeRDMA, RDMA: verbs.NewFactory(h, verbs.Options{Getenv: noEnv}),
+	e, err := stack.New(stack.Config{Config: engine.Config{
+		Key: key, Mode: engine.ModeRDMA,
 		TransferTimeout: 20 * time.Second, Logger: testLogger(),
-	})
+	}, RDMA: verbs.NewFactory(h, verbs.Options{Getenv: noEnv})})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, e.Close()) })
 	return e
 }
 
-func createRDMA(t *testing.T, e *engine.Engine, cfg engine.RDMAConfig) {
+func createRDMA(t *testing.T, e *engine.Engine, cfg verbs.RDMAConfig) {
 	t.Helper()
 	typ, err := e.CreateBackend(core.BackendRDMA, cfg)
 	require.NoError(t, err)

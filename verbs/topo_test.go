@@ -11,6 +11,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/verbs"
 	"github.com/mori-go/mori-go/verbs/sim"
 )
@@ -157,7 +158,7 @@ func testEnv() core.BackendEnv {
 }
 
 // nicsOf builds a backend on h and returns the names of the NICs it uses.
-func nicsOf(t *testing.T, h *sim.Host, cfg engine.RDMAConfig, o verbs.Options) ([]string, error) {
+func nicsOf(t *testing.T, h *sim.Host, cfg verbs.RDMAConfig, o verbs.Options) ([]string, error) {
 	t.Helper()
 	if o.Getenv == nil {
 		o.Getenv = noEnv
@@ -215,7 +216,7 @@ func TestNICSelection(t *testing.T) {
 				}
 				return ""
 			}}
-			got, err := nicsOf(t, h, engine.RDMAConfig{Devices: c.devices}, o)
+			got, err := nicsOf(t, h, verbs.RDMAConfig{Devices: c.devices}, o)
 			if c.err != "" {
 				require.ErrorContains(t, err, c.err)
 				return
@@ -229,10 +230,10 @@ func TestNICSelection(t *testing.T) {
 func TestNoActivePortIsNotSupported(t *testing.T) {
 	f := sim.NewFabric(sim.Config{})
 	h := f.AddHost("h", sim.NIC{Name: "mlx5_0", PortDown: true})
-	_, err := nicsOf(t, h, engine.RDMAConfig{}, verbs.Options{})
+	_, err := nicsOf(t, h, verbs.RDMAConfig{}, verbs.Options{})
 	require.ErrorIs(t, err, verbs.ErrNotSupported)
 	require.ErrorContains(t, err, "mlx5_0 port 1 is DOWN")
-	_, err = nicsOf(t, f.AddHost("empty"), engine.RDMAConfig{}, verbs.Options{})
+	_, err = nicsOf(t, f.AddHost("empty"), verbs.RDMAConfig{}, verbs.Options{})
 	require.ErrorIs(t, err, verbs.ErrNotSupported)
 	require.ErrorContains(t, err, "no RDMA device")
 }
@@ -241,7 +242,7 @@ func TestGIDIndexAndPathMTUFromMORIVariables(t *testing.T) {
 	f := sim.NewFabric(sim.Config{})
 	h := f.AddHost("h", sim.NIC{Name: "mlx5_0"})
 	env := map[string]string{"MORI_IB_GID_INDEX": "1", "MORI_IB_PATH_MTU": "1024"}
-	b, err := verbs.NewFactory(h, verbs.Options{Getenv: func(k string) string { return env[k] }})(testEnv(), engine.RDMAConfig{})
+	b, err := verbs.NewFactory(h, verbs.Options{Getenv: func(k string) string { return env[k] }})(testEnv(), verbs.RDMAConfig{})
 	require.NoError(t, err)
 	defer b.Close()
 	n := b.(*verbs.Backend).NICs()[0]
@@ -249,7 +250,7 @@ func TestGIDIndexAndPathMTUFromMORIVariables(t *testing.T) {
 	require.Equal(t, verbs.MTU1024, n.MTU)
 
 	env["MORI_IB_PATH_MTU"] = "1000"
-	_, err = verbs.NewFactory(h, verbs.Options{Getenv: func(k string) string { return env[k] }})(testEnv(), engine.RDMAConfig{})
+	_, err = verbs.NewFactory(h, verbs.Options{Getenv: func(k string) string { return env[k] }})(testEnv(), verbs.RDMAConfig{})
 	require.ErrorContains(t, err, "MORI_IB_PATH_MTU")
 }
 
@@ -257,12 +258,12 @@ func TestConfigIsValidated(t *testing.T) {
 	f := sim.NewFabric(sim.Config{})
 	h := f.AddHost("h", sim.NIC{Name: "mlx5_0"})
 	for _, c := range []struct {
-		cfg engine.RDMAConfig
+		cfg verbs.RDMAConfig
 		err string
 	}{
-		{engine.RDMAConfig{QPPerTransfer: 65}, "qp_per_transfer 65"},
-		{engine.RDMAConfig{PollCQMode: 2}, "poll_cq_mode 2"},
-		{engine.RDMAConfig{Devices: "^"}, "nothing to exclude"},
+		{verbs.RDMAConfig{QPPerTransfer: 65}, "qp_per_transfer 65"},
+		{verbs.RDMAConfig{PollCQMode: 2}, "poll_cq_mode 2"},
+		{verbs.RDMAConfig{Devices: "^"}, "nothing to exclude"},
 	} {
 		_, err := nicsOf(t, h, c.cfg, verbs.Options{})
 		require.ErrorContains(t, err, c.err)
@@ -279,10 +280,9 @@ func TestNICNearestTheGPUOfMemoryAlreadyRegistered(t *testing.T) {
 	f := sim.NewFabric(sim.Config{})
 	h := threeNICs(f, "h")
 	gpu := busGPU{newFakeGPU(t, 1<<16)}
-	e, err := engine.New(engine.Config{
+	e, err := stack.New(stack.Config{Config: engine.Config{
 		Key: "gpu-engine", Mode: engine.ModeRDMA, GPU: gpu, Logger: testLogger(),
-		RDMA: verbs.NewFactory(h, verbs.Options{Topology: verbs.Topology{Root: fakeSysfs(t, "two-sockets")}, Getenv: noEnv}),
-	})
+	}, RDMA: verbs.NewFactory(h, verbs.Options{Topology: verbs.Topology{Root: fakeSysfs(t, "two-sockets")}, Getenv: noEnv})})
 	require.NoError(t, err)
 	defer e.Close()
 	_, err = e.RegisterMemory(gpu.base(), 1<<16, 1, core.LocationGPU)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/internal/hostmem"
 )
 
@@ -85,23 +86,23 @@ func run(works []workload, minTime time.Duration, streams int) error {
 	rand.Read(src.Bytes())
 	clear(dst.Bytes())
 
-	cfg := func(key string) engine.Config {
-		c := engine.Config{Key: key}
+	cfg := func(key string) stack.Config {
+		c := stack.Config{Config: engine.Config{Key: key}}
 		c.TCP.Streams = streams
 		return c
 	}
-	a, err := engine.New(cfg("bench-initiator"))
+	a, err := stack.New(cfg("bench-initiator"))
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	b, err := engine.New(cfg("bench-target"))
+	b, err := stack.New(cfg("bench-target"))
 	if err != nil {
 		return err
 	}
 	defer b.Close()
 	for _, e := range []*engine.Engine{a, b} {
-		if _, err := e.CreateBackend(core.BackendTCP, engine.RDMAConfig{}); err != nil {
+		if _, err := e.CreateBackend(core.BackendTCP, nil); err != nil {
 			return err
 		}
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/internal/hostmem"
 )
 
@@ -60,7 +61,7 @@ func main() {
 		lvl = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	cfg := engine.Config{Key: *role + fmt.Sprintf("-%d", os.Getpid()), Logger: log}
+	cfg := stack.Config{Config: engine.Config{Key: *role + fmt.Sprintf("-%d", os.Getpid()), Logger: log}}
 	cfg.TCP.Streams = *streams
 	var err error
 	if *role == "decode" {
@@ -100,12 +101,12 @@ type node struct {
 	encoded []string
 }
 
-func newNode(cfg engine.Config, layers, size int) (*node, error) {
-	e, err := engine.New(cfg)
+func newNode(cfg stack.Config, layers, size int) (*node, error) {
+	e, err := stack.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := e.CreateBackend(core.BackendRDMA, engine.RDMAConfig{}); err != nil {
+	if _, err := e.CreateBackend(core.BackendRDMA, nil); err != nil {
 		return nil, err
 	}
 	n := &node{e: e}
@@ -163,7 +164,7 @@ func parseLine(line string) (core.EngineDesc, []core.MemoryDesc, error) {
 
 // decode serves as the decode side: it prints its descriptors, registers
 // prefill, and checks each iteration's pages when told.
-func decode(s shape, cfg engine.Config) error {
+func decode(s shape, cfg stack.Config) error {
 	n, err := newNode(cfg, s.Layers, s.decodePages()*s.pageBytes())
 	if err != nil {
 		return err
@@ -222,7 +223,7 @@ func decode(s shape, cfg engine.Config) error {
 	return nil
 }
 
-func prefill(s shape, cfg engine.Config) error {
+func prefill(s shape, cfg stack.Config) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err

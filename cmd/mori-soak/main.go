@@ -37,6 +37,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/internal/hostmem"
 	"github.com/mori-go/mori-go/internal/procstat"
 )
@@ -118,19 +119,19 @@ type sampleRow struct {
 	goroutines, fds    int
 }
 
-func cfg(key string) engine.Config {
-	c := engine.Config{Key: key, TransferTimeout: *timeout}
+func cfg(key string) stack.Config {
+	c := stack.Config{Config: engine.Config{Key: key, TransferTimeout: *timeout}}
 	c.TCP.Streams = *streams
 	c.TCP.StallTimeout = 10 * time.Second
 	return c
 }
 
 func startEngine(key string) (*engine.Engine, error) {
-	e, err := engine.New(cfg(key))
+	e, err := stack.New(cfg(key))
 	if err != nil {
 		return nil, err
 	}
-	if _, err := e.CreateBackend(core.BackendTCP, engine.RDMAConfig{}); err != nil {
+	if _, err := e.CreateBackend(core.BackendTCP, nil); err != nil {
 		e.Close()
 		return nil, err
 	}

@@ -18,8 +18,6 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/control"
-	"github.com/mori-go/mori-go/core/ipc"
-	"github.com/mori-go/mori-go/core/tcp"
 )
 
 // BackendMode says how CreateBackend(RDMA) picks its data plane.
@@ -33,20 +31,6 @@ const (
 	// ModeRDMA requires RDMA and fails without it.
 	ModeRDMA BackendMode = "rdma"
 )
-
-// RDMAFactory builds an RDMA backend. It returns an error wrapping
-// core.ErrNotSupported-like causes when no device is usable.
-type RDMAFactory func(env core.BackendEnv, cfg RDMAConfig) (core.Backend, error)
-
-// RDMAConfig is MORI-IO's RdmaBackendConfig.
-type RDMAConfig struct {
-	QPPerTransfer      int    `json:"qp_per_transfer"`
-	PostBatchSize      int    `json:"post_batch_size"`
-	NumWorkerThreads   int    `json:"num_worker_threads"`
-	PollCQMode         int    `json:"poll_cq_mode"`
-	EnableNotification bool   `json:"enable_notification"`
-	Devices            string `json:"devices"` // MORI_RDMA_DEVICES syntax
-}
 
 // Config configures an engine. Only Key is required.
 type Config struct {
@@ -64,16 +48,20 @@ type Config struct {
 	InboundCapacity int
 	// Mode is how an RDMA backend request is served (default auto).
 	Mode BackendMode
-	TCP  tcp.Config
-	// RDMA builds the RDMA backend; nil means none is available.
-	RDMA RDMAFactory
+	// Backends builds the data planes, one factory per type: TCP (needed
+	// for CreateBackend(TCP) and as the fallback of RDMA) and RDMA (absent:
+	// this build has none). The engine imports no data plane; whoever
+	// assembles it (package stack) hands them in.
+	Backends map[core.BackendType]Factory
+	// SameHost builds the same-host GPU path; nil: none.
+	SameHost SameHostFactory
 	// GPU is the GPU driver; nil means GPU registrations are host memory.
 	// It is handed to backends as it is (they test it for core.GPUIPC and
 	// core.DmabufExporter).
 	GPU core.GPU
 	// NodeID names the host: engines with the same NodeID (default: the
 	// hostname) move GPU memory between them with device-to-device copies
-	// through IPC mappings (package ipc) when the driver supports it.
+	// through IPC mappings (Config.SameHost) when the driver supports it.
 	NodeID string
 	// DisableIPC keeps transfers between engines of one node on the data
 	// backend.
@@ -111,7 +99,7 @@ type Engine struct {
 	mu       sync.RWMutex
 	desc     core.EngineDesc
 	data     core.Backend // the data plane transfers go through
-	ipc      *ipc.Backend // the same-host GPU path, nil without one
+	ipc      SameHost     // the same-host GPU path, nil without one
 	backends []core.Backend
 	remotes  map[string]core.EngineDesc
 	closed   bool
@@ -177,11 +165,8 @@ func New(cfg Config) (*Engine, error) {
 	e.ctl = ctl
 	e.client = control.NewClient(ctl, cfg.Secret)
 	e.desc.Port = uint16(ctl.Port())
-	if _, ok := cfg.GPU.(core.GPUIPC); ok && !cfg.DisableIPC {
-		b, err := ipc.New(e.env(core.BackendXGMI), ipc.Options{
-			NodeID: nodeID, Host: cfg.Host, Port: e.desc.Port,
-			Timeout: cfg.HandshakeTimeout, Fallback: e.DataBackend,
-		})
+	if _, ok := cfg.GPU.(core.GPUIPC); ok && !cfg.DisableIPC && cfg.SameHost != nil {
+		b, err := cfg.SameHost(e.env(core.BackendXGMI), e.DataBackend)
 		if err != nil {
 			ctl.Close()
 			return nil, fmt.Errorf("engine %q: %w", cfg.Key, err)
@@ -213,13 +198,16 @@ func (e *Engine) Desc() core.EngineDesc {
 // same type (see ctlHandler.Backend).
 func (e *Engine) env(t core.BackendType) core.BackendEnv {
 	return core.BackendEnv{
-		LocalKey: e.cfg.Key,
-		Host:     e.cfg.Host,
-		Registry: e.reg,
-		Inbound:  e.inbound,
-		Secret:   e.cfg.Secret,
-		GPU:      e.cfg.GPU,
-		Logger:   e.log,
+		LocalKey:    e.cfg.Key,
+		Host:        e.cfg.Host,
+		NodeID:      e.desc.NodeID,
+		Port:        e.desc.Port,
+		CallTimeout: e.cfg.HandshakeTimeout,
+		Registry:    e.reg,
+		Inbound:     e.inbound,
+		Secret:      e.cfg.Secret,
+		GPU:         e.cfg.GPU,
+		Logger:      e.log,
 		Call: func(peer core.EngineDesc, body []byte) ([]byte, error) {
 			msg := make([]byte, 0, 1+len(body))
 			msg = append(append(msg, byte(t)), body...)
@@ -232,7 +220,11 @@ func (e *Engine) env(t core.BackendType) core.BackendEnv {
 // device is usable and TCP otherwise (Config.Mode decides); asking for TCP
 // gives TCP. Creating a backend that exists already changes nothing. It
 // returns the type actually created.
-func (e *Engine) CreateBackend(t core.BackendType, rdma RDMAConfig) (core.BackendType, error) {
+//
+// cfg is the backend's own configuration (for RDMA, MORI-IO's
+// RdmaBackendConfig as the RDMA package declares it); nil takes its
+// defaults.
+func (e *Engine) CreateBackend(t core.BackendType, cfg any) (core.BackendType, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -245,9 +237,9 @@ func (e *Engine) CreateBackend(t core.BackendType, rdma RDMAConfig) (core.Backen
 	var err error
 	switch t {
 	case core.BackendTCP:
-		b, err = tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
+		b, err = e.createTCP()
 	case core.BackendRDMA:
-		b, err = e.createRDMA(rdma)
+		b, err = e.createRDMA(cfg)
 	case core.BackendXGMI:
 		return 0, core.Errorf(core.ErrInvalidArgs, "create backend %s: not supported by mori-go (use RDMA or TCP: GPU transfers between engines of one node take the same-host IPC path by themselves)", t)
 	default:
@@ -276,19 +268,28 @@ func (e *Engine) CreateBackend(t core.BackendType, rdma RDMAConfig) (core.Backen
 	return b.Type(), nil
 }
 
-func (e *Engine) createRDMA(cfg RDMAConfig) (core.Backend, error) {
+func (e *Engine) createTCP() (core.Backend, error) {
+	f := e.cfg.Backends[core.BackendTCP]
+	if f == nil {
+		return nil, core.Errorf(core.ErrBadState, "create TCP backend: this build has no TCP data plane")
+	}
+	return f(e.env(core.BackendTCP), nil)
+}
+
+func (e *Engine) createRDMA(cfg any) (core.Backend, error) {
 	if e.cfg.Mode == ModeTCP {
 		e.log.Info("data plane: TCP (forced by configuration)")
-		return tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
+		return e.createTCP()
 	}
-	if e.cfg.RDMA == nil {
+	rdma := e.cfg.Backends[core.BackendRDMA]
+	if rdma == nil {
 		if e.cfg.Mode == ModeRDMA {
 			return nil, core.Errorf(core.ErrBadState, "RDMA backend required but this build has no RDMA support")
 		}
 		e.log.Info("data plane: TCP (no RDMA support in this build)")
-		return tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
+		return e.createTCP()
 	}
-	b, err := e.cfg.RDMA(e.env(core.BackendRDMA), cfg)
+	b, err := rdma(e.env(core.BackendRDMA), cfg)
 	if err == nil {
 		e.log.Info("data plane: RDMA")
 		return b, nil
@@ -301,12 +302,12 @@ func (e *Engine) createRDMA(cfg RDMAConfig) (core.Backend, error) {
 		return nil, core.Errorf(core.ErrInvalidArgs, "create RDMA backend: %w", err)
 	}
 	e.log.Info("data plane: TCP (no usable RDMA device)", "reason", err.Error())
-	return tcp.New(e.cfg.TCP, e.env(core.BackendTCP))
+	return e.createTCP()
 }
 
 // IPC returns the same-host GPU path, or nil when the engine has none (no
 // GPU driver, a driver without IPC, or Config.DisableIPC).
-func (e *Engine) IPC() *ipc.Backend { return e.ipc }
+func (e *Engine) IPC() SameHost { return e.ipc }
 
 // DataBackend returns the data plane in use, or nil before CreateBackend.
 func (e *Engine) DataBackend() core.Backend {

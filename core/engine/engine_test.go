@@ -11,18 +11,19 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/internal/hostmem"
+	"github.com/mori-go/mori-go/stack"
 )
 
-func newEngine(t *testing.T, key string, mod func(*engine.Config)) *engine.Engine {
+func newEngine(t *testing.T, key string, mod func(*stack.Config)) *engine.Engine {
 	t.Helper()
-	cfg := engine.Config{Key: key, TransferTimeout: 20 * time.Second}
+	cfg := stack.Config{Config: engine.Config{Key: key, TransferTimeout: 20 * time.Second}}
 	if mod != nil {
 		mod(&cfg)
 	}
-	e, err := engine.New(cfg)
+	e, err := stack.New(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, e.Close()) })
-	_, err = e.CreateBackend(core.BackendTCP, engine.RDMAConfig{})
+	_, err = e.CreateBackend(core.BackendTCP, nil)
 	require.NoError(t, err)
 	return e
 }
@@ -36,7 +37,7 @@ func alloc(t *testing.T, n int) *hostmem.Buffer {
 }
 
 // pair returns two engines registered with each other.
-func pair(t *testing.T, mod func(*engine.Config)) (*engine.Engine, *engine.Engine) {
+func pair(t *testing.T, mod func(*stack.Config)) (*engine.Engine, *engine.Engine) {
 	a := newEngine(t, "prefill-"+t.Name(), mod)
 	b := newEngine(t, "decode-"+t.Name(), mod)
 	require.NoError(t, a.RegisterRemoteEngine(b.Desc()))
@@ -158,7 +159,7 @@ func TestDuplicateUIDInFlightIsRefused(t *testing.T) {
 }
 
 func TestUnregisteredPeerAndNoBackend(t *testing.T) {
-	e, err := engine.New(engine.Config{Key: "lonely"})
+	e, err := stack.New(stack.Config{Config: engine.Config{Key: "lonely"}})
 	require.NoError(t, err)
 	defer e.Close()
 	m := alloc(t, 4096)
@@ -168,7 +169,7 @@ func TestUnregisteredPeerAndNoBackend(t *testing.T) {
 	require.Equal(t, core.ErrBadState, st[0].Code())
 	require.Contains(t, st[0].Message(), "create backend first")
 
-	_, err = e.CreateBackend(core.BackendTCP, engine.RDMAConfig{})
+	_, err = e.CreateBackend(core.BackendTCP, nil)
 	require.NoError(t, err)
 	other := d
 	other.EngineKey = "stranger"

@@ -38,6 +38,7 @@ import (
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/gpu"
 	"github.com/mori-go/mori-go/internal/hostmem"
+	"github.com/mori-go/mori-go/stack"
 )
 
 // envInt reads a positive integer setting, or returns def.
@@ -83,10 +84,10 @@ func realAlloc(tb testing.TB, d *gpu.Driver, n uint64, device int) uintptr {
 // realEngine is an engine on node with driver d and a TCP data plane.
 func realEngine(tb testing.TB, key, node string, d *gpu.Driver) *engine.Engine {
 	tb.Helper()
-	e, err := engine.New(engine.Config{Key: key, NodeID: node, GPU: d, TransferTimeout: 60 * time.Second})
+	e, err := stack.New(stack.Config{Config: engine.Config{Key: key, NodeID: node, GPU: d, TransferTimeout: 60 * time.Second}})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { require.NoError(tb, e.Close()) })
-	_, err = e.CreateBackend(core.BackendTCP, engine.RDMAConfig{})
+	_, err = e.CreateBackend(core.BackendTCP, nil)
 	require.NoError(tb, err)
 	return e
 }
@@ -143,7 +144,7 @@ func TestRealGPUOverTCP(t *testing.T) {
 	sameRanges(t, data, deviceBytes(t, d, dst, n, other), ranges)
 	submitWait(t, a, core.OpRead, []engine.Request{{Local: bd, Remote: dd, Ranges: cloneRanges(ranges)}})
 	sameRanges(t, deviceBytes(t, d, back, n, 0), deviceBytes(t, d, dst, n, other), ranges)
-	require.Zero(t, a.IPC().Stats().Transfers)
+	require.Zero(t, ipcStats(a).Transfers)
 }
 
 // TestRealGPUSameProcess: two engines of one node in one process. CUDA
@@ -161,7 +162,7 @@ func TestRealGPUSameProcess(t *testing.T) {
 	sd, dd := registerGPU(t, a, src, n, 0), registerGPU(t, b, dst, n, 0)
 	submitWait(t, a, core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: []core.Range{{Size: n}}}})
 	require.True(t, bytes.Equal(data, deviceBytes(t, d, dst, n, 0)))
-	t.Logf("%v driver: same-process transfer took %+v", d.Vendor(), a.IPC().Stats())
+	t.Logf("%v driver: same-process transfer took %+v", d.Vendor(), ipcStats(a))
 }
 
 // ipcChild is an engine in a child process (this test binary, running
@@ -304,13 +305,13 @@ func TestRealGPUSameHostIPC(t *testing.T) {
 		require.True(t, bytes.Equal(data[r.LocalOffset:r.LocalOffset+r.Size], got[r.LocalOffset:r.LocalOffset+r.Size]), "range %d differs", i)
 	}
 
-	st := a.IPC().Stats()
+	st := ipcStats(a)
 	t.Logf("same-host path: %+v", st)
 	require.Equal(t, uint64(3), st.Transfers, "all three transfers took the same-host path")
 	require.Zero(t, st.Fallbacks)
 	require.Equal(t, 1, st.Mappings)
 	c.stop(t)
-	require.Zero(t, a.IPC().Stats().Mappings, "the child's deregistration unmapped its memory here")
+	require.Zero(t, ipcStats(a).Mappings, "the child's deregistration unmapped its memory here")
 }
 
 // BenchmarkGPUTCP: engine transfers over TCP between two engines of this
@@ -353,7 +354,7 @@ func BenchmarkGPUTCP(b *testing.B) {
 			})
 		}
 	}
-	require.Zero(b, a.IPC().Stats().Transfers)
+	require.Zero(b, ipcStats(a).Transfers)
 }
 
 // BenchmarkGPUIPC: the same-host path, this process's GPU memory to and
@@ -395,7 +396,7 @@ func BenchmarkGPUIPC(b *testing.B) {
 			}
 		})
 	}
-	st := a.IPC().Stats()
+	st := ipcStats(a)
 	if st.Fallbacks > 0 || st.Transfers == 0 {
 		b.Fatalf("the same-host path was not used: %+v", st)
 	}

@@ -24,6 +24,8 @@ import (
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/gpu"
 	"github.com/mori-go/mori-go/internal/standin"
+	"github.com/mori-go/mori-go/stack"
+	"github.com/mori-go/mori-go/transport/ipc"
 )
 
 // standinGPU opens a fresh copy of the stand-in driver, with staging slots
@@ -39,10 +41,10 @@ func standinGPU(t *testing.T, args ...string) *gpu.Driver {
 
 // gpuPair returns two engines with the driver d, on nodes nodeA and nodeB,
 // registered with each other.
-func gpuPair(t *testing.T, d *gpu.Driver, nodeA, nodeB string, mod func(*engine.Config)) (*engine.Engine, *engine.Engine) {
+func gpuPair(t *testing.T, d *gpu.Driver, nodeA, nodeB string, mod func(*stack.Config)) (*engine.Engine, *engine.Engine) {
 	t.Helper()
-	with := func(node string) func(*engine.Config) {
-		return func(c *engine.Config) {
+	with := func(node string) func(*stack.Config) {
+		return func(c *stack.Config) {
 			c.GPU = d
 			c.NodeID = node
 			c.HandshakeTimeout = 5 * time.Second
@@ -107,7 +109,7 @@ func cloneRanges(rs []core.Range) []core.Range { return append([]core.Range(nil)
 func TestGPUOverTCP(t *testing.T) {
 	d := standinGPU(t)
 	// One stream, so that host and GPU frames share batches.
-	a, b := gpuPair(t, d, "node-a", "node-b", func(c *engine.Config) {
+	a, b := gpuPair(t, d, "node-a", "node-b", func(c *stack.Config) {
 		c.TCP.Streams = 1
 		c.TCP.ChunkSize = 256 << 10
 	})
@@ -132,7 +134,7 @@ func TestGPUOverTCP(t *testing.T) {
 	in, ok := b.PopInboundTransferStatus(a.Key(), uid)
 	require.True(t, ok, "the TCP path records an inbound status")
 	require.Equal(t, core.StatusSuccess, in.Code)
-	require.Zero(t, a.IPC().Stats().Transfers, "engines on different nodes do not take the same-host path")
+	require.Zero(t, ipcStats(a).Transfers, "engines on different nodes do not take the same-host path")
 
 	// Read back into fresh GPU memory.
 	backP, back := allocGPU(t, d, n, 0)
@@ -196,7 +198,7 @@ func TestGPUSameHostIPC(t *testing.T) {
 	uid := a.AllocateTransferUID()
 	wait(t, a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd1, Ranges: cloneRanges(ranges), UID: uid}}))
 	sameRanges(t, src, base[:n], ranges)
-	st := a.IPC().Stats()
+	st := ipcStats(a)
 	require.Equal(t, uint64(1), st.Transfers, "the same-host path moved the transfer")
 	require.Equal(t, 1, st.Mappings)
 	_, ok := b.PopInboundTransferStatus(a.Key(), uid)
@@ -204,7 +206,7 @@ func TestGPUSameHostIPC(t *testing.T) {
 
 	wait(t, a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd2, Ranges: cloneRanges(ranges), UID: a.AllocateTransferUID()}}))
 	sameRanges(t, src, base[n:], ranges)
-	st = a.IPC().Stats()
+	st = ipcStats(a)
 	require.Equal(t, uint64(2), st.Transfers)
 	require.Equal(t, 1, st.Mappings, "memories in one allocation share its mapping (it can be opened only once)")
 
@@ -217,20 +219,20 @@ func TestGPUSameHostIPC(t *testing.T) {
 	// Deregistering a target memory closes its importers' mappings before
 	// it returns; new transfers to it fail.
 	require.NoError(t, b.DeregisterMemory(dd1))
-	require.Equal(t, 1, a.IPC().Stats().Mappings, "dd2 still holds the mapping")
+	require.Equal(t, 1, ipcStats(a).Mappings, "dd2 still holds the mapping")
 	s := a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd1, Ranges: []core.Range{{Size: 16}}, UID: a.AllocateTransferUID()}})
 	require.True(t, s[0].Wait(5*time.Second).Failed())
 	require.Contains(t, s[0].Message(), fmt.Sprintf("memory %d is not registered", dd1.ID))
 	require.NoError(t, b.DeregisterMemory(dd2))
-	require.Zero(t, a.IPC().Stats().Mappings, "the last memory of the allocation is gone: unmapped")
+	require.Zero(t, ipcStats(a).Mappings, "the last memory of the allocation is gone: unmapped")
 
 	// Deregistering the remote engine closes its mappings too.
 	dd3 := registerGPU(t, b, baseP, 2*n, 1)
 	wait(t, a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd3, Ranges: []core.Range{{RemoteOffset: n, Size: n}}, UID: a.AllocateTransferUID()}}))
 	require.Equal(t, src, base[n:])
-	require.Equal(t, 1, a.IPC().Stats().Mappings)
+	require.Equal(t, 1, ipcStats(a).Mappings)
 	require.NoError(t, a.DeregisterRemoteEngine(b.Desc()))
-	require.Zero(t, a.IPC().Stats().Mappings)
+	require.Zero(t, ipcStats(a).Mappings)
 	require.Zero(t, a.InFlight())
 }
 
@@ -251,7 +253,7 @@ func TestGPUSameHostDescriptorChecked(t *testing.T) {
 	require.True(t, st[0].Wait(5*time.Second).Failed())
 	require.Contains(t, st[0].Message(), "is not this engine's registration")
 	require.Equal(t, make([]byte, 2*n), dst, "nothing was written")
-	require.Zero(t, a.IPC().Stats().Mappings)
+	require.Zero(t, ipcStats(a).Mappings)
 }
 
 // TestGPUSameHostFallsBackToTCP: a driver that refuses the handle (CUDA and
@@ -260,7 +262,7 @@ func TestGPUSameHostDescriptorChecked(t *testing.T) {
 func TestGPUSameHostFallsBackToTCP(t *testing.T) {
 	d := standinGPU(t, "-DSTANDIN_STRICT_IPC")
 	logs := &syncBuffer{}
-	a, b := gpuPair(t, d, "node", "node", func(c *engine.Config) {
+	a, b := gpuPair(t, d, "node", "node", func(c *stack.Config) {
 		if strings.HasPrefix(c.Key, "prefill") {
 			c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 		}
@@ -278,7 +280,7 @@ func TestGPUSameHostFallsBackToTCP(t *testing.T) {
 		_, ok := b.PopInboundTransferStatus(a.Key(), uid)
 		require.True(t, ok, "went over TCP")
 	}
-	st := a.IPC().Stats()
+	st := ipcStats(a)
 	require.Zero(t, st.Transfers)
 	require.Equal(t, uint64(3), st.Fallbacks)
 	require.Equal(t, 1, strings.Count(logs.String(), "same-host GPU path unavailable"), "decided and logged once: %s", logs)
@@ -286,7 +288,7 @@ func TestGPUSameHostFallsBackToTCP(t *testing.T) {
 
 func TestGPUDisableIPC(t *testing.T) {
 	d := standinGPU(t)
-	a, b := gpuPair(t, d, "node", "node", func(c *engine.Config) { c.DisableIPC = true })
+	a, b := gpuPair(t, d, "node", "node", func(c *stack.Config) { c.DisableIPC = true })
 	require.Nil(t, a.IPC())
 	const n = 64 << 10
 	srcP, src := allocGPU(t, d, n, 0)
@@ -300,7 +302,7 @@ func TestGPUDisableIPC(t *testing.T) {
 
 func TestGPURegisterMemoryErrors(t *testing.T) {
 	d := standinGPU(t)
-	e := newEngine(t, "gpu-reg", func(c *engine.Config) { c.GPU = d })
+	e := newEngine(t, "gpu-reg", func(c *stack.Config) { c.GPU = d })
 	p, _ := allocGPU(t, d, 4096, 0)
 	q1, _ := allocGPU(t, d, 4096, 1)
 	q2, _ := allocGPU(t, d, 4096, 1)
@@ -333,7 +335,7 @@ func TestGPURegisterMemoryErrors(t *testing.T) {
 
 func TestGPURegisterWithoutDriver(t *testing.T) {
 	logs := &syncBuffer{}
-	e := newEngine(t, "no-gpu", func(c *engine.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	e := newEngine(t, "no-gpu", func(c *stack.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	require.Nil(t, e.IPC())
 	for range 3 {
 		m := alloc(t, 4096)
@@ -367,7 +369,7 @@ func (s *syncBuffer) String() string {
 func TestGPUSameHostSharedMapping(t *testing.T) {
 	d := standinGPU(t)
 	a, b := gpuPair(t, d, "node", "node", nil)
-	c := newEngine(t, "third-"+t.Name(), func(cfg *engine.Config) { cfg.GPU = d; cfg.NodeID = "node" })
+	c := newEngine(t, "third-"+t.Name(), func(cfg *stack.Config) { cfg.GPU = d; cfg.NodeID = "node" })
 	require.NoError(t, c.RegisterRemoteEngine(b.Desc()))
 	const n = 64 << 10
 	srcP, src := allocGPU(t, d, 2*n, 0)
@@ -379,18 +381,18 @@ func TestGPUSameHostSharedMapping(t *testing.T) {
 		sd := registerGPU(t, e, srcP+uintptr(i*n), n, 0)
 		sds = append(sds, sd)
 		wait(t, e.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: []core.Range{{RemoteOffset: uint64(i * n), Size: n}}, UID: 1}}))
-		st := e.IPC().Stats()
+		st := ipcStats(e)
 		require.Equal(t, uint64(1), st.Transfers, "engine %d", i)
 		require.Zero(t, st.Fallbacks, "engine %d", i)
 		require.Equal(t, 1, st.Mappings, "engine %d", i)
 	}
 	require.Equal(t, src, dst)
 	require.NoError(t, a.DeregisterRemoteEngine(b.Desc()))
-	require.Zero(t, a.IPC().Stats().Mappings)
+	require.Zero(t, ipcStats(a).Mappings)
 	clear(dst)
 	wait(t, c.Submit(core.OpWrite, []engine.Request{{Local: sds[1], Remote: dd, Ranges: []core.Range{{Size: n}}, UID: 2}}))
 	require.Equal(t, src[n:], dst[:n], "c still reaches the memory through the shared mapping")
-	require.Equal(t, uint64(2), c.IPC().Stats().Transfers)
+	require.Equal(t, uint64(2), ipcStats(c).Transfers)
 }
 
 // TestGPUSameHostDeregisterInFlight: once the target's DeregisterMemory
@@ -423,5 +425,8 @@ func TestGPUSameHostDeregisterInFlight(t *testing.T) {
 			t.Fatalf("byte %d written after deregistration", i)
 		}
 	}
-	require.Zero(t, a.IPC().Stats().Mappings)
+	require.Zero(t, ipcStats(a).Mappings)
 }
+
+// ipcStats returns the counters of e's same-host path.
+func ipcStats(e *engine.Engine) ipc.Stats { return e.IPC().(*ipc.Backend).Stats() }

@@ -14,11 +14,12 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 )
 
 func TestSharedSecretBetweenEngines(t *testing.T) {
-	secret := func(s string) func(*engine.Config) {
-		return func(c *engine.Config) { c.Secret = []byte(s) }
+	secret := func(s string) func(*stack.Config) {
+		return func(c *stack.Config) { c.Secret = []byte(s) }
 	}
 	a, b := pair(t, secret("team"))
 	src, dst := alloc(t, 1<<16), alloc(t, 1<<16)
@@ -28,7 +29,7 @@ func TestSharedSecretBetweenEngines(t *testing.T) {
 	require.Equal(t, core.StatusSuccess, core.WaitAll(st, 10*time.Second), st[0].Message())
 	require.Equal(t, byte(42), dst.Bytes()[5])
 
-	for name, mod := range map[string]func(*engine.Config){"wrong secret": secret("guess"), "no secret": nil} {
+	for name, mod := range map[string]func(*stack.Config){"wrong secret": secret("guess"), "no secret": nil} {
 		t.Run(name, func(t *testing.T) {
 			m := newEngine(t, "mallory-"+strings.ReplaceAll(name, " ", "-"), mod)
 			err := m.RegisterRemoteEngine(b.Desc())

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/internal/hostmem"
 )
 
@@ -110,14 +111,13 @@ func childSend(m msg) {
 }
 
 func runChild(cfg childConfig) {
-	ecfg := engine.Config{
+	ecfg := stack.Config{Config: engine.Config{
 		Key:              cfg.Key,
 		Host:             cfg.Host,
 		TransferTimeout:  time.Duration(cfg.TimeoutMS) * time.Millisecond,
 		HandshakeTimeout: 5 * time.Second,
 		Logger:           testLogger(),
-		TCP:              tcpConfig(),
-	}
+	}, TCP: tcpConfig()}
 	if cfg.Secret != "" {
 		ecfg.Secret = []byte(cfg.Secret)
 	}

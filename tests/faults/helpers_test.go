@@ -16,7 +16,8 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
-	"github.com/mori-go/mori-go/core/tcp"
+	"github.com/mori-go/mori-go/stack"
+	"github.com/mori-go/mori-go/transport/tcp"
 	"github.com/mori-go/mori-go/internal/hostmem"
 	"github.com/mori-go/mori-go/internal/procstat"
 )
@@ -40,10 +41,10 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-type opt func(*engine.Config)
+type opt func(*stack.Config)
 
 func withSecret(s string) opt {
-	return func(c *engine.Config) {
+	return func(c *stack.Config) {
 		if s == "" {
 			c.Secret = nil
 		} else {
@@ -52,19 +53,18 @@ func withSecret(s string) opt {
 	}
 }
 
-func withTimeout(d time.Duration) opt { return func(c *engine.Config) { c.TransferTimeout = d } }
+func withTimeout(d time.Duration) opt { return func(c *stack.Config) { c.TransferTimeout = d } }
 
-func withStreams(n int) opt { return func(c *engine.Config) { c.TCP.Streams = n } }
+func withStreams(n int) opt { return func(c *stack.Config) { c.TCP.Streams = n } }
 
 // baseConfig is the engine configuration the tests start from.
-func baseConfig(key string, opts ...opt) engine.Config {
-	cfg := engine.Config{
+func baseConfig(key string, opts ...opt) stack.Config {
+	cfg := stack.Config{Config: engine.Config{
 		Key:              key,
 		TransferTimeout:  transferTimeout,
 		HandshakeTimeout: 5 * time.Second,
 		Logger:           testLogger(),
-		TCP:              tcpConfig(),
-	}
+	}, TCP: tcpConfig()}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -77,12 +77,12 @@ func tcpConfig() tcp.Config {
 }
 
 // startEngine starts an engine with a TCP backend; the caller closes it.
-func startEngine(cfg engine.Config) (*engine.Engine, error) {
-	e, err := engine.New(cfg)
+func startEngine(cfg stack.Config) (*engine.Engine, error) {
+	e, err := stack.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := e.CreateBackend(core.BackendTCP, engine.RDMAConfig{}); err != nil {
+	if _, err := e.CreateBackend(core.BackendTCP, nil); err != nil {
 		e.Close()
 		return nil, err
 	}

@@ -2,7 +2,7 @@ package faults
 
 // Hostile peers through the engine's public API. The raw-protocol cases
 // (garbage, forged memory ids, out-of-bounds ranges, bad MACs, stalls,
-// hostile responses, too many connections) are in core/tcp/hostile_test.go.
+// hostile responses, too many connections) are in transport/tcp/hostile_test.go.
 //
 // Some of these tests pin down known limits rather than protections: an
 // engine identifies its peers by the key they claim, and a shared secret

@@ -85,6 +85,24 @@ type Backend struct {
 
 var _ core.Backend = (*Backend)(nil)
 
+// Factory returns a constructor of TCP backends configured with c, of the
+// shape an engine takes (engine.Factory). A Config or *Config given at
+// creation replaces c; nil keeps it.
+func Factory(c Config) func(core.BackendEnv, any) (core.Backend, error) {
+	return func(env core.BackendEnv, cfg any) (core.Backend, error) {
+		switch v := cfg.(type) {
+		case nil:
+		case Config:
+			c = v
+		case *Config:
+			c = *v
+		default:
+			return nil, core.Errorf(core.ErrInvalidArgs, "TCP backend: configuration of type %T, want tcp.Config", cfg)
+		}
+		return New(c, env)
+	}
+}
+
 // New starts the data plane: it listens at once on env.Host.
 func New(cfg Config, env core.BackendEnv) (*Backend, error) {
 	cfg.fill()
