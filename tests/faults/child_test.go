@@ -23,8 +23,8 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
-	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/internal/hostmem"
+	"github.com/mori-go/mori-go/stack"
 )
 
 const (

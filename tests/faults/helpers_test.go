@@ -16,10 +16,10 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
-	"github.com/mori-go/mori-go/stack"
-	"github.com/mori-go/mori-go/transport/tcp"
 	"github.com/mori-go/mori-go/internal/hostmem"
 	"github.com/mori-go/mori-go/internal/procstat"
+	"github.com/mori-go/mori-go/stack"
+	"github.com/mori-go/mori-go/transport/tcp"
 )
 
 // Test timeouts: short enough that a fault test fails fast, long enough for
