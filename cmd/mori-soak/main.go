@@ -4,6 +4,7 @@
 //
 //	mori-soak -duration 1h          the soak
 //	mori-soak -duration 2m          a quick check
+//	mori-soak -duration 1h -csv soak.csv   also write every sample to a CSV file
 //
 // One hub engine talks to a changing set of peer engines, all in this
 // process on loopback. Workers run batches of 1 to 8 transfers, each of 1
@@ -53,6 +54,7 @@ var (
 	seed     = flag.Uint64("seed", 1, "random seed")
 	memprof  = flag.String("memprofile", "", "write a heap profile here at the end, before the engines close")
 	tol      = flag.Float64("tolerance", 0.10, "flatness: growth allowed from the middle to the last third of the run, as a fraction")
+	csvPath  = flag.String("csv", "", "write every sample (elapsed, transfers/s, RSS, live heap, goroutines, fds, ...) to this CSV file as the run goes")
 )
 
 const (
@@ -65,12 +67,23 @@ func main() {
 	if *interval <= 0 {
 		*interval = min(max(*duration/40, 2*time.Second), time.Minute)
 	}
-	s, err := newSoak()
+	var csvOut *csvLog // opened first, so that its descriptor is in the starting level
+	var err error
+	if *csvPath != "" {
+		csvOut, err = openCSV(*csvPath)
+	}
+	var s *soak
+	if err == nil {
+		s, err = newSoak()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mori-soak:", err)
 		os.Exit(1)
 	}
-	if !s.run() {
+	s.csv = csvOut
+	ok := s.run()
+	s.csv.close()
+	if !ok {
 		os.Exit(1)
 	}
 }
@@ -105,6 +118,7 @@ type soak struct {
 	samples                                        []sampleRow
 	base                                           sampleRow
 	start                                          time.Time
+	csv                                            *csvLog // nil without -csv
 }
 
 type sampleRow struct {
@@ -533,6 +547,7 @@ loop:
 }
 
 func (s *soak) print(row, prev sampleRow, dt time.Duration) {
+	s.csv.add(row, prev, dt)
 	rate, mbs := 0.0, 0.0
 	if dt > 0 {
 		rate = float64(row.ok+row.expected-prev.ok-prev.expected) / dt.Seconds()
