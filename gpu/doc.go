@@ -24,8 +24,9 @@
 // IPCExport and IPCMap share allocations between processes, for the
 // same-host path. Copy, Span and IPCHandle are aliases of unnamed types, so
 // that the Driver satisfies the interfaces of package core (core.GPU,
-// core.GPUIPC, core.DmabufExporter) without either package importing the
-// other.
+// core.GPUIPC, core.DmabufExporter) without core importing gpu. Errors that
+// mean "no driver" or "the driver lacks this" wrap ErrNotSupported, which
+// wraps core.ErrNotSupported.
 //
 // The package is tested on machines without a GPU against a stand-in driver
 // (testdata/standin, built by internal/standin) that implements the calls it

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/gpu"
 	"github.com/mori-go/mori-go/internal/standin"
 	"github.com/stretchr/testify/require"
@@ -81,6 +82,7 @@ func TestOpenMissingLibrary(t *testing.T) {
 	for _, v := range []gpu.Vendor{gpu.VendorNone, gpu.VendorNVIDIA, gpu.VendorAMD} {
 		_, err := gpu.Open(gpu.Options{Library: missing, Vendor: v})
 		require.ErrorIs(t, err, gpu.ErrNotSupported, "vendor %v", v)
+		require.ErrorIs(t, err, core.ErrNotSupported, "the project's one ErrNotSupported, vendor %v", v)
 		require.ErrorContains(t, err, missing)
 	}
 }
@@ -218,6 +220,7 @@ func TestDmabufUnsupported(t *testing.T) {
 		require.NoError(t, err)
 		_, _, err = d.DmabufFD(p, page)
 		require.ErrorIs(t, err, gpu.ErrNotSupported, "vendor %v", v)
+		require.ErrorIs(t, err, core.ErrNotSupported, "a missing driver symbol is core's not supported, vendor %v", v)
 		require.NoError(t, d.FreeDevice(p))
 		require.NoError(t, d.Close())
 	}
