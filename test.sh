@@ -23,6 +23,9 @@ done
 echo "== C ABI test"
 ./build/bin/c_transfer_test
 
+echo "== C/C++ install: ./build.sh install --prefix, then pkg-config and CMake builds"
+./tests/install/run.sh
+
 echo "== Go tests"
 go test -race -count=1 -timeout 15m ./...
 
