@@ -18,6 +18,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/control"
+	"github.com/mori-go/mori-go/internal/procmaps"
 )
 
 // BackendMode says how CreateBackend(RDMA) picks its data plane.
@@ -319,7 +320,8 @@ func (e *Engine) DataBackend() core.Backend {
 // RegisterMemory registers [ptr, ptr+size) and returns its descriptor.
 // GPU memory is checked with the GPU driver: it must be device memory of
 // device, inside one allocation. Without a driver it is treated as host
-// memory (logged once).
+// memory (logged once), if it is host memory mapped readable and writable
+// in this process; anything else is refused.
 func (e *Engine) RegisterMemory(ptr uintptr, size uint64, device int, loc core.MemoryLocation) (core.MemoryDesc, error) {
 	host := true
 	if loc == core.LocationGPU {
@@ -329,8 +331,14 @@ func (e *Engine) RegisterMemory(ptr uintptr, size uint64, device int, loc core.M
 			}
 			host = false
 		} else {
+			// A device address read by the CPU crashes the process: without
+			// a driver, only provable host memory passes as GPU memory.
+			if err := procmaps.CheckReadWrite(ptr, size); err != nil {
+				return core.MemoryDesc{}, core.Errorf(core.ErrGPUOp, "register memory %#x len %d on GPU %d: no GPU driver is loaded in this process, "+
+					"and the range is not host memory of this process (%w): load the GPU driver (configuration \"gpu\") or register host memory as CPU memory", ptr, size, device, err)
+			}
 			e.gpuWarn.Do(func() {
-				e.log.Warn("no GPU driver in this process: GPU registrations are treated as host memory")
+				e.log.Warn("no GPU driver in this process: GPU registrations are treated as host memory (accepted only where mapped readable and writable in this process)")
 			})
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -343,6 +344,36 @@ func TestGPURegisterWithoutDriver(t *testing.T) {
 		require.Nil(t, d.Blob(core.BackendXGMI))
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "GPU registrations are treated as host memory"), "logged once: %s", logs)
+}
+
+// Without a driver, memory registered as GPU memory is accepted only where
+// it is host memory of this process: a device address (here an
+// inaccessible reservation, as CUDA makes for device memory, or nothing at
+// all) would crash the process when the CPU reads it.
+func TestGPURegisterWithoutDriverRefusesNonHostMemory(t *testing.T) {
+	e := newEngine(t, "no-gpu-refuses", nil)
+	reserved, err := syscall.Mmap(-1, 0, 2*4096, syscall.PROT_NONE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, syscall.Munmap(reserved)) })
+	m := alloc(t, 4096)
+	cases := []struct {
+		name string
+		ptr  uintptr
+		size uint64
+		msg  string
+	}{
+		{"device-like reservation", uintptr(unsafe.Pointer(&reserved[0])), 4096, "is mapped ---p, not readable and writable"},
+		{"unmapped address", 0x1000, 4096, "0x1000 is not mapped in this process"},
+		{"host memory and beyond", m.Addr(), 1 << 40, "host range"},
+	}
+	for _, c := range cases {
+		_, err := e.RegisterMemory(c.ptr, c.size, 0, core.LocationGPU)
+		require.ErrorContains(t, err, c.msg, c.name)
+		require.ErrorContains(t, err, "no GPU driver is loaded in this process", c.name)
+		require.Equal(t, core.ErrGPUOp, core.CodeOf(err), c.name)
+	}
+	require.Zero(t, e.Registry().Len(), "nothing was registered")
+	registerGPU(t, e, m.Addr(), 4096, 0)
 }
 
 // syncBuffer is a bytes.Buffer safe for the engine's concurrent logging.
