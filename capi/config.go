@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -12,12 +11,12 @@ import (
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/transport/tcp"
-	"github.com/mori-go/mori-go/verbs"
 )
 
 // engineConfig is the JSON configuration of mg_engine_create. Configuration
-// crosses the ABI explicitly: the library never reads environment variables
-// that an embedding Python may have changed after start.
+// crosses the ABI explicitly: the library reads no environment variable an
+// embedding Python may change after start (the RDMA backend reads MORI's
+// tuning variables once, when it is created; see README).
 type engineConfig struct {
 	Key               string    `json:"key"`
 	Host              string    `json:"host"`
@@ -58,7 +57,9 @@ func parseLevel(s string) (slog.Level, error) {
 	return 0, core.Errorf(core.ErrInvalidArgs, "log level %q: want debug, info, warn or error", s)
 }
 
-func (c *engineConfig) engineConfig() (stack.Config, error) {
+// stackConfig maps the JSON configuration onto the engine's and its data
+// planes'.
+func (c *engineConfig) stackConfig() (stack.Config, error) {
 	lvl, err := parseLevel(c.LogLevel)
 	if err != nil {
 		return stack.Config{}, err
@@ -82,7 +83,7 @@ func (c *engineConfig) engineConfig() (stack.Config, error) {
 		Window:       c.TCP.Window,
 		StallTimeout: time.Duration(c.TCP.StallTimeoutMS) * time.Millisecond,
 		DialTimeout:  time.Duration(c.TCP.DialTimeoutMS) * time.Millisecond,
-	}}
+	}, RDMADevices: c.RDMADevices}
 	if c.Secret != "" {
 		ec.Secret = []byte(c.Secret)
 	}
@@ -101,19 +102,3 @@ func decodeEngineConfig(s string) (engineConfig, error) {
 	}
 	return c, nil
 }
-
-func decodeRDMAConfig(s string) (verbs.RDMAConfig, error) {
-	var c verbs.RDMAConfig
-	c.QPPerTransfer = 1
-	c.PostBatchSize = -1
-	c.EnableNotification = true
-	if strings.TrimSpace(s) == "" {
-		return c, nil
-	}
-	if err := json.Unmarshal([]byte(s), &c); err != nil {
-		return c, core.Errorf(core.ErrInvalidArgs, "backend config: %v", err)
-	}
-	return c, nil
-}
-
-var _ = fmt.Sprint

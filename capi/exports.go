@@ -8,9 +8,7 @@ void mg_clear_error(void);
 import "C"
 
 import (
-	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"runtime/debug"
 	"time"
 	"unsafe"
@@ -22,9 +20,7 @@ import (
 
 // engineHandle is what an engine handle refers to.
 type engineHandle struct {
-	e     *engine.Engine
-	descs descCache
-	rdma  string // configured RDMA devices
+	e *engine.Engine
 }
 
 // result turns err into a return code and sets the thread's last error.
@@ -76,7 +72,7 @@ func mgo_engine_create(cfgJSON *C.char, out *C.mg_engine_t) (rc C.int) {
 	if err != nil {
 		return result(err)
 	}
-	ec, err := cfg.engineConfig()
+	ec, err := cfg.stackConfig()
 	if err != nil {
 		return result(err)
 	}
@@ -88,7 +84,7 @@ func mgo_engine_create(cfgJSON *C.char, out *C.mg_engine_t) (rc C.int) {
 	if err != nil {
 		return result(err)
 	}
-	*out = C.mg_engine_t(handles.add(&engineHandle{e: e, rdma: cfg.RDMADevices}))
+	*out = C.mg_engine_t(handles.add(&engineHandle{e: e}))
 	return C.MG_OK
 }
 
@@ -110,18 +106,11 @@ func mgo_engine_create_backend(h C.mg_engine_t, typ C.uint32_t, cfgJSON *C.char,
 	if err != nil {
 		return result(err)
 	}
-	s := ""
+	var backendCfg stack.RDMAConfigJSON
 	if cfgJSON != nil {
-		s = C.GoString(cfgJSON)
+		backendCfg = stack.RDMAConfigJSON(C.GoString(cfgJSON))
 	}
-	rc2, err := decodeRDMAConfig(s)
-	if err != nil {
-		return result(err)
-	}
-	if rc2.Devices == "" {
-		rc2.Devices = eh.rdma
-	}
-	bt, err := eh.e.CreateBackend(core.BackendType(typ), rc2)
+	bt, err := eh.e.CreateBackend(core.BackendType(typ), backendCfg)
 	if err != nil {
 		return result(err)
 	}
@@ -189,19 +178,18 @@ func mgo_register_memory(h C.mg_engine_t, ptr C.uint64_t, size C.uint64_t, devic
 	if err != nil {
 		return result(err)
 	}
-	d, err := eh.e.RegisterMemory(uintptr(ptr), uint64(size), int(device), core.MemoryLocation(loc))
+	room := int(capacity)
+	if buf == nil {
+		room = 0
+	}
+	b, err := eh.e.RegisterMemoryEncoded(uintptr(ptr), uint64(size), int(device), core.MemoryLocation(loc), room)
+	if b != nil && n != nil {
+		*n = C.size_t(len(b))
+	}
 	if err != nil {
 		return result(err)
 	}
-	b, err := d.MarshalBinary()
-	if err == nil {
-		err = copyOut(unsafe.Pointer(buf), capacity, b, n)
-	}
-	if err != nil {
-		eh.e.DeregisterMemory(d)
-		return result(err)
-	}
-	return C.MG_OK
+	return result(copyOut(unsafe.Pointer(buf), capacity, b, n))
 }
 
 //export mgo_deregister_memory
@@ -211,13 +199,7 @@ func mgo_deregister_memory(h C.mg_engine_t, p *C.uint8_t, n C.size_t) (rc C.int)
 	if err != nil {
 		return result(err)
 	}
-	b := goBytes(p, n)
-	d, err := eh.descs.get(b)
-	if err != nil {
-		return result(err)
-	}
-	eh.descs.forget(b)
-	return result(eh.e.DeregisterMemory(d))
+	return result(eh.e.DeregisterMemoryEncoded(goBytes(p, n)))
 }
 
 //export mgo_allocate_uid
@@ -255,53 +237,37 @@ func mgo_submit(h C.mg_engine_t, op C.uint32_t, xfers *C.mg_transfer_t, n C.size
 		return result(core.Errorf(core.ErrInvalidArgs, "mg_submit: %v", errNullPointer))
 	}
 	xs := unsafe.Slice(xfers, int(n))
-	reqs := make([]engine.Request, len(xs))
-	bad := make([]error, len(xs)) // requests refused while decoding, failed below
+	reqs := make([]engine.EncodedRequest, len(xs))
 	for i := range xs {
-		x := &xs[i]
-		rq := &reqs[i]
-		rq.UID = uint64(x.uid)
-		if rq.Local, err = eh.descs.get(goBytes(x.local_desc, x.local_desc_len)); err != nil {
-			bad[i] = fmt.Errorf("transfer %d: local descriptor: %w", i, err)
-			continue
-		}
-		if rq.Remote, err = eh.descs.get(goBytes(x.remote_desc, x.remote_desc_len)); err != nil {
-			bad[i] = fmt.Errorf("transfer %d: remote descriptor: %w", i, err)
-			continue
-		}
-		cnt := int(x.count)
-		lo, ro, sz := u64s(x.local_offsets, cnt), u64s(x.remote_offsets, cnt), u64s(x.sizes, cnt)
-		if cnt > 0 && (lo == nil || ro == nil || sz == nil) {
-			bad[i] = core.Errorf(core.ErrInvalidArgs, "transfer %d: %d ranges but a null offsets or sizes array", i, cnt)
-			continue
-		}
-		rs := make([]core.Range, cnt)
-		for j := range rs {
-			rs[j] = core.Range{LocalOffset: lo[j], RemoteOffset: ro[j], Size: sz[j]}
-		}
-		rq.Ranges = rs
+		reqs[i] = encodedRequest(&xs[i])
 	}
-	statuses := make([]*core.Status, len(reqs))
-	good := reqs[:0:0]
-	var idx []int
-	for i := range reqs {
-		if bad[i] != nil {
-			st := core.NewStatus()
-			st.Finish(core.CodeOf(bad[i]), bad[i].Error())
-			statuses[i] = st
-			continue
-		}
-		good = append(good, reqs[i])
-		idx = append(idx, i)
-	}
-	for k, st := range eh.e.Submit(core.Op(op), good) {
-		statuses[idx[k]] = st
-	}
+	statuses := eh.e.SubmitEncoded(core.Op(op), reqs)
 	outs := unsafe.Slice(out, len(statuses))
 	for i, st := range statuses {
 		outs[i] = C.mg_status_t(handles.add(st))
 	}
 	return C.MG_OK
+}
+
+// encodedRequest maps one mg_transfer_t; the engine decodes its
+// descriptors and checks it.
+func encodedRequest(x *C.mg_transfer_t) engine.EncodedRequest {
+	rq := engine.EncodedRequest{
+		UID:    uint64(x.uid),
+		Local:  goBytes(x.local_desc, x.local_desc_len),
+		Remote: goBytes(x.remote_desc, x.remote_desc_len),
+	}
+	cnt := int(x.count)
+	lo, ro, sz := u64s(x.local_offsets, cnt), u64s(x.remote_offsets, cnt), u64s(x.sizes, cnt)
+	if cnt > 0 && (lo == nil || ro == nil || sz == nil) {
+		rq.Refused = core.Errorf(core.ErrInvalidArgs, "%d ranges but a null offsets or sizes array", cnt)
+		return rq
+	}
+	rq.Ranges = make([]core.Range, cnt)
+	for j := range rq.Ranges {
+		rq.Ranges[j] = core.Range{LocalOffset: lo[j], RemoteOffset: ro[j], Size: sz[j]}
+	}
+	return rq
 }
 
 //export mgo_status_code
@@ -427,13 +393,7 @@ func mgo_pop_notifications(h C.mg_engine_t, buf *C.uint8_t, capacity C.size_t, n
 		return result(err)
 	}
 	notes := eh.e.PeekNotifications()
-	var b []byte
-	for _, m := range notes {
-		b = binary.LittleEndian.AppendUint16(b, uint16(len(m.From)))
-		b = append(b, m.From...)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Data)))
-		b = append(b, m.Data...)
-	}
+	b := engine.PackNotifications(notes)
 	if err := copyOut(unsafe.Pointer(buf), capacity, b, n); err != nil {
 		return result(err)
 	}
@@ -444,33 +404,15 @@ func mgo_pop_notifications(h C.mg_engine_t, buf *C.uint8_t, capacity C.size_t, n
 //export mgo_desc_to_json
 func mgo_desc_to_json(p *C.uint8_t, n C.size_t, buf *C.char, capacity C.size_t, outLen *C.size_t) (rc C.int) {
 	defer guard(&rc)
-	b := goBytes(p, n)
-	var v any
-	var ed core.EngineDesc
-	var md core.MemoryDesc
-	if err := ed.UnmarshalBinary(b); err == nil {
-		v = map[string]any{"kind": "engine", "key": ed.Key, "node_id": ed.NodeID, "hostname": ed.Hostname,
-			"host": ed.Host, "port": ed.Port, "pid": ed.PID, "backends": blobTypes(ed.Backends)}
-	} else if err2 := md.UnmarshalBinary(b); err2 == nil {
-		v = map[string]any{"kind": "memory", "engine_key": md.EngineKey, "id": md.ID, "device_id": md.Device,
-			"location": md.Location, "data": md.Addr, "size": md.Size, "device_bus_id": md.DeviceBusID,
-			"numa_node": md.NUMANode, "backends": blobTypes(md.Backends)}
-	} else {
-		return result(core.Errorf(core.ErrInvalidArgs, "not a descriptor: %v; %v", err, err2))
+	d, err := core.DecodeDesc(goBytes(p, n))
+	if err != nil {
+		return result(err)
 	}
-	j, err := json.Marshal(v)
+	j, err := json.Marshal(d)
 	if err != nil {
 		return result(err)
 	}
 	return result(copyOut(unsafe.Pointer(buf), capacity, j, outLen))
-}
-
-func blobTypes(bs []core.BackendBlob) []string {
-	out := []string{}
-	for _, b := range bs {
-		out = append(out, b.Type.String())
-	}
-	return out
 }
 
 //export mgo_engine_stats

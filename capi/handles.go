@@ -8,7 +8,9 @@ import (
 )
 
 // handleTable maps the integer handles that cross the C ABI to Go objects.
-// It is the library's one piece of global mutable state.
+// It is the C ABI's one piece of global state; data planes keep
+// process-wide state of their own where the driver is process-wide (the
+// IPC mappings of transport/ipc, the loaded libibverbs of verbs).
 type handleTable struct {
 	mu   sync.RWMutex
 	next uint64
@@ -60,40 +62,6 @@ func statusOf(id uint64) (*core.Status, error) {
 		return nil, core.Errorf(core.ErrInvalidArgs, "status handle %d is not valid (released or never returned)", id)
 	}
 	return s, nil
-}
-
-// descCache remembers decoded memory descriptors by their bytes, so that a
-// batch that names the same memory each call decodes it once.
-type descCache struct {
-	mu sync.Mutex
-	m  map[string]core.MemoryDesc
-}
-
-const descCacheMax = 4096
-
-func (c *descCache) get(b []byte) (core.MemoryDesc, error) {
-	c.mu.Lock()
-	d, ok := c.m[string(b)]
-	c.mu.Unlock()
-	if ok {
-		return d, nil
-	}
-	if err := d.UnmarshalBinary(b); err != nil {
-		return d, core.Errorf(core.ErrInvalidArgs, "%w", err)
-	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= descCacheMax {
-		c.m = make(map[string]core.MemoryDesc)
-	}
-	c.m[string(b)] = d
-	c.mu.Unlock()
-	return d, nil
-}
-
-func (c *descCache) forget(b []byte) {
-	c.mu.Lock()
-	delete(c.m, string(b))
-	c.mu.Unlock()
 }
 
 var errNullPointer = fmt.Errorf("null pointer")

@@ -6,8 +6,9 @@
 // last-error message. They call the Go exports in this package, named mgo_*,
 // each of which recovers panics into MG_ERR_INTERNAL so that a bug never
 // kills the host process. Engines and statuses cross the ABI as integer
-// handles from one table, the only global state of the library; no Go
-// pointer ever crosses.
+// handles from one table (handles); no Go pointer ever crosses. The
+// package maps C to Go and back and nothing more: the engine (core/engine)
+// checks requests, decodes descriptors and makes every status.
 package main
 
 /*

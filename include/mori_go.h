@@ -95,7 +95,11 @@ int mg_engine_register_remote(mg_engine_t engine, const uint8_t *desc, size_t le
 int mg_engine_deregister_remote(mg_engine_t engine, const uint8_t *desc, size_t len);
 
 /* Register memory; device is the GPU ordinal (-1 for CPU memory). The memory
- * descriptor is written to desc_out as in mg_engine_desc. */
+ * descriptor is written to desc_out as in mg_engine_desc. The memory is
+ * registered once whatever the buffer: when cap is too small the call
+ * returns MG_ERR_INVALID_ARGS with *len set and keeps the registration, and
+ * the next call with the same ptr, size, device and location returns its
+ * descriptor instead of registering again. */
 int mg_register_memory(mg_engine_t engine, uint64_t ptr, uint64_t size, int32_t device, uint32_t location,
                        uint8_t *desc_out, size_t cap, size_t *len);
 int mg_deregister_memory(mg_engine_t engine, const uint8_t *desc, size_t len);

@@ -24,6 +24,9 @@ type Config struct {
 	// libibverbs). NoRDMA leaves RDMA out.
 	RDMA   engine.Factory
 	NoRDMA bool
+	// RDMADevices is the RDMA device filter (MORI_RDMA_DEVICES syntax) of
+	// a backend whose RDMAConfigJSON names none.
+	RDMADevices string
 }
 
 // Engine returns the engine configuration with the data planes filled in
@@ -38,11 +41,11 @@ func (c Config) Engine() engine.Config {
 		b[core.BackendTCP] = tcp.Factory(c.TCP)
 	}
 	if b[core.BackendRDMA] == nil && !c.NoRDMA {
+		f := engine.Factory(verbs.Factory)
 		if c.RDMA != nil {
-			b[core.BackendRDMA] = c.RDMA
-		} else {
-			b[core.BackendRDMA] = verbs.Factory
+			f = c.RDMA
 		}
+		b[core.BackendRDMA] = withRDMAConfigJSON(f, c.RDMADevices)
 	}
 	cfg.Backends = b
 	if cfg.SameHost == nil {

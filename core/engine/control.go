@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -104,4 +105,18 @@ func (e *Engine) PopNotifications() []Notification {
 	q := e.notes.peek()
 	e.notes.drop(len(q))
 	return q
+}
+
+// PackNotifications encodes notifications as mg_pop_notifications hands
+// them over: repeated [u16 sender key length][sender key][u32 data
+// length][data], little-endian.
+func PackNotifications(notes []Notification) []byte {
+	var b []byte
+	for _, m := range notes {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(m.From)))
+		b = append(b, m.From...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Data)))
+		b = append(b, m.Data...)
+	}
+	return b
 }

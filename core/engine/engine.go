@@ -93,6 +93,7 @@ type Engine struct {
 	ctl      *control.Server
 	client   *control.Client
 	notes    *notifications
+	descs    descCache
 	gpuWarn  sync.Once
 	uid      atomic.Uint64
 	instance atomic.Uint64
@@ -104,6 +105,11 @@ type Engine struct {
 	backends []core.Backend
 	remotes  map[string]core.EngineDesc
 	closed   bool
+
+	// kept are the descriptors of registrations that did not fit the
+	// caller's buffer (see RegisterMemoryEncoded).
+	keptMu sync.Mutex
+	kept   map[regArgs][]byte
 
 	flightMu sync.Mutex
 	inflight map[uidKey]struct{}
@@ -139,8 +145,10 @@ func New(cfg Config) (*Engine, error) {
 		reg:      core.NewRegistry(),
 		inbound:  core.NewInboundTable(cfg.InboundCapacity),
 		notes:    newNotifications(4096),
+		descs:    newDescCache(descCacheSize),
 		remotes:  make(map[string]core.EngineDesc),
 		inflight: make(map[uidKey]struct{}),
+		kept:     make(map[regArgs][]byte),
 	}
 	// Instances tell runs of a uid apart on the target, across restarts of
 	// this engine too: a restarted engine's uids start again from 1, and
@@ -378,6 +386,7 @@ func (e *Engine) DeregisterMemory(d core.MemoryDesc) error {
 	if err != nil {
 		return err
 	}
+	e.forgetKept(d.ID)
 	e.mu.RLock()
 	backends := e.backends
 	e.mu.RUnlock()

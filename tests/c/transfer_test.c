@@ -117,6 +117,24 @@ int main(void) {
   CHECK(mg_desc_to_json(mb.bytes, mb.len, json, sizeof json, &mlen) == MG_OK && strstr(json, "\"kind\":\"memory\""),
         "desc to json: %.*s", (int)mlen, json);
 
+  /* A too-small buffer: registered once, and the retry with the same
+   * arguments returns that registration. */
+  enum { SMALL = 4096 };
+  uint8_t *once = malloc(SMALL);
+  blob mo;
+  size_t need = 0;
+  char stats[512];
+  CHECK(mg_register_memory(b, (uint64_t)(uintptr_t)once, SMALL, -1, MG_LOC_CPU, NULL, 0, &need) == MG_ERR_INVALID_ARGS &&
+            need > 0 && strstr(mg_last_error(), "too small"),
+        "small buffer reports the size needed (%zu)", need);
+  CHECK(mg_register_memory(b, (uint64_t)(uintptr_t)once, SMALL, -1, MG_LOC_CPU, mo.bytes, need, &mo.len) == MG_OK &&
+            mo.len == need,
+        "retry returns the descriptor");
+  CHECK(mg_engine_stats(b, stats, sizeof stats, &mlen) == MG_OK && strstr(stats, "\"regions\":2"),
+        "registered once: %.*s", (int)mlen, stats);
+  CHECK(mg_deregister_memory(b, mo.bytes, mo.len) == MG_OK, "deregister the once-registered memory");
+  free(once);
+
   CHECK(mg_deregister_memory(b, mb.bytes, mb.len) == MG_OK, "deregister");
   CHECK(mg_engine_destroy(a) == MG_OK, "destroy a");
   CHECK(mg_engine_destroy(b) == MG_OK, "destroy b");

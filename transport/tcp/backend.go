@@ -37,7 +37,7 @@ type Config struct {
 	// StallTimeout cuts off a stream that makes no progress while a frame
 	// is under way (default 30 s).
 	StallTimeout time.Duration
-	// ReadBuffer is the target's read buffer per stream (default 256 KiB).
+	// ReadBuffer is the target's read buffer per stream (default 64 KiB).
 	ReadBuffer int
 	// MaxConns bounds the target's inbound streams (default 4096).
 	MaxConns int
