@@ -433,6 +433,8 @@ func mgo_engine_stats(h C.mg_engine_t, buf *C.char, capacity C.size_t, n *C.size
 		"regions":         eh.e.Registry().Len(),
 		"inbound_entries": eh.e.Inbound().Len(),
 		"inbound_dropped": eh.e.Inbound().Dropped(),
+		"access_denied":   eh.e.Security().DeniedAccesses,
+		"streams_refused": eh.e.Security().RefusedStreams,
 		"handles":         handles.count(),
 	})
 	if err != nil {

@@ -133,6 +133,9 @@ type BackendEnv struct {
 	Registry    *Registry
 	Inbound     *InboundTable
 	Secret      []byte
+	// Admission lists the engines whose data streams are served and counts
+	// refusals; nil admits every engine (backends tested on their own).
+	Admission *Admission
 	// GPU is the GPU driver, nil without one. Backends may test it for the
 	// optional interfaces GPUIPC and DmabufExporter.
 	GPU    GPU

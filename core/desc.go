@@ -17,10 +17,14 @@ const (
 
 // Descriptor versions. A decoder refuses versions it does not know.
 const (
-	engineDescMagic  = "MGE"
-	memoryDescMagic  = "MGM"
-	descVersion      = 1
-	maxEngineDescLen = 4 + 2*MaxKeyLen + 3*(2+MaxHostLen) + 8 + 1 + MaxBackendBlobs*(3+MaxBlobLen)
+	engineDescMagic = "MGE"
+	memoryDescMagic = "MGM"
+	descVersion     = 1
+	// memoryDescVersion 2 added the access token (Token) after the id.
+	// Version 1 descriptors carry none: every access with one is refused,
+	// so the decoder refuses them outright and says why.
+	memoryDescVersion = 2
+	maxEngineDescLen  = 4 + 2*MaxKeyLen + 3*(2+MaxHostLen) + 8 + 1 + MaxBackendBlobs*(3+MaxBlobLen)
 )
 
 // BackendBlob is backend-specific data carried in a descriptor: the TCP
@@ -155,11 +159,16 @@ func readBlobs(r *wireReader) []BackendBlob {
 
 // MemoryDesc describes a registered memory region of one engine. It is
 // what register_memory returns; the peer that receives it names the region
-// in transfers by (EngineKey, ID). Addr is informative: the owning engine
-// never trusts it and resolves ID through its own registry.
+// in transfers by (EngineKey, ID) and presents Token with every access.
+// Addr is informative: the owning engine never trusts it and resolves ID
+// and Token through its own registry (Registry.Resolve).
 type MemoryDesc struct {
-	EngineKey   string
-	ID          uint32
+	EngineKey string
+	ID        uint32
+	// Token is the registration's capability: whoever holds the
+	// descriptor may access the memory, nobody else. It is never printed
+	// nor part of any JSON view.
+	Token       Token `json:"-"`
 	Device      int32
 	Location    MemoryLocation
 	Addr        uint64
@@ -185,7 +194,7 @@ func (m *MemoryDesc) String() string {
 
 // Equal compares two descriptors field by field.
 func (m *MemoryDesc) Equal(o *MemoryDesc) bool {
-	return m.EngineKey == o.EngineKey && m.ID == o.ID && m.Device == o.Device &&
+	return m.EngineKey == o.EngineKey && m.ID == o.ID && m.Token.Equal(o.Token) && m.Device == o.Device &&
 		m.Location == o.Location && m.Addr == o.Addr && m.Size == o.Size &&
 		m.DeviceBusID == o.DeviceBusID && m.NUMANode == o.NUMANode &&
 		slices.EqualFunc(m.Backends, o.Backends, func(a, b BackendBlob) bool {
@@ -210,9 +219,10 @@ func (m *MemoryDesc) MarshalBinary() ([]byte, error) {
 	}
 	w := wireWriter{b: make([]byte, 0, 64+len(m.EngineKey))}
 	w.b = append(w.b, memoryDescMagic...)
-	w.u8(descVersion)
+	w.u8(memoryDescVersion)
 	w.str(m.EngineKey)
 	w.u32(m.ID)
+	w.b = append(w.b, m.Token[:]...)
 	w.u32(uint32(m.Device))
 	w.u8(uint8(m.Location))
 	w.u64(m.Addr)
@@ -233,12 +243,13 @@ func (m *MemoryDesc) UnmarshalBinary(b []byte) error {
 	if string(r.take(3, "magic")) != memoryDescMagic && r.err == nil {
 		return fmt.Errorf("memory desc: %w: bad magic (not a memory descriptor)", ErrMalformed)
 	}
-	if v := r.u8("version"); r.err == nil && v != descVersion {
-		return fmt.Errorf("memory desc: %w: version %d, this build reads version %d", ErrMalformed, v, descVersion)
+	if v := r.u8("version"); r.err == nil && v != memoryDescVersion {
+		return fmt.Errorf("memory desc: %w: version %d, this build reads version %d (descriptors with an access token: register the memory again with this build)", ErrMalformed, v, memoryDescVersion)
 	}
 	var n MemoryDesc
 	n.EngineKey = r.str("engine key", MaxKeyLen)
 	n.ID = r.u32("id")
+	copy(n.Token[:], r.take(TokenLen, "token"))
 	n.Device = int32(r.u32("device"))
 	n.Location = MemoryLocation(r.u8("location"))
 	n.Addr = r.u64("addr")

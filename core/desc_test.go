@@ -26,6 +26,7 @@ func sampleMemoryDesc() MemoryDesc {
 	return MemoryDesc{
 		EngineKey:   "decode-3",
 		ID:          17,
+		Token:       Token{0xa5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0x5a},
 		Device:      2,
 		Location:    LocationGPU,
 		Addr:        0x7f0000001000,
@@ -183,8 +184,8 @@ func TestMemoryDescRefusals(t *testing.T) {
 	good, err := m.MarshalBinary()
 	require.NoError(t, err)
 	mutate := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
-	// Offset of the location byte: magic, version, key, id, device.
-	locAt := 4 + 2 + len(m.EngineKey) + 4 + 4
+	// Offset of the location byte: magic, version, key, id, token, device.
+	locAt := 4 + 2 + len(m.EngineKey) + 4 + TokenLen + 4
 	cases := []struct {
 		name string
 		in   []byte
@@ -193,6 +194,8 @@ func TestMemoryDescRefusals(t *testing.T) {
 		{"empty", []byte{}, "magic"},
 		{"engine desc", func() []byte { d := sampleEngineDesc(); b, _ := d.MarshalBinary(); return b }(), "bad magic"},
 		{"unknown version", mutate(func(b []byte) []byte { b[3] = 9; return b }), "version 9"},
+		{"version 1 (no token)", mutate(func(b []byte) []byte { b[3] = 1; return b }), "register the memory again"},
+		{"token cut short", good[:4+2+len(m.EngineKey)+4+5], "token at byte"},
 		{"trailing bytes", append(append([]byte(nil), good...), 1, 2, 3), "3 trailing bytes"},
 		{"truncated", good[:20], "need"},
 		{"unknown location", mutate(func(b []byte) []byte { b[locAt] = 0; return b }), "location 0"},
@@ -201,11 +204,11 @@ func TestMemoryDescRefusals(t *testing.T) {
 			c := m
 			c.EngineKey = "x"
 			b, _ := c.MarshalBinary()
-			return append([]byte("MGM\x01\x00\x00"), b[7:]...)
+			return append([]byte("MGM\x02\x00\x00"), b[7:]...)
 		}(), "empty engine key"},
 		{"oversized input", make([]byte, maxEngineDescLen+1), "at most"},
 		{"key over limit", func() []byte {
-			b := []byte("MGM\x01")
+			b := []byte("MGM\x02")
 			b = binary.LittleEndian.AppendUint16(b, 0xffff)
 			return append(b, make([]byte, 100)...)
 		}(), "engine key at byte 6: length 65535 over the limit"},
@@ -290,6 +293,7 @@ func FuzzMemoryDesc(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("MGM\x01"))
+	f.Add([]byte("MGM\x02\x01\x00e\x01\x00\x00\x00short token"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m MemoryDesc
 		if err := m.UnmarshalBinary(b); err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -25,6 +26,7 @@ type Region struct {
 	// IPC export); owned by the backends.
 	Attachments sync.Map
 
+	token  Token // the capability peers present (Registry.Resolve)
 	mu     sync.Mutex
 	cond   *sync.Cond
 	users  int
@@ -105,6 +107,7 @@ type Registry struct {
 	byID   map[uint32]*Region
 	sorted []*Region // by Addr
 	nextID uint32
+	denied atomic.Uint64 // accesses refused for a wrong token
 }
 
 // NewRegistry returns an empty registry.
@@ -127,6 +130,10 @@ func (g *Registry) Add(addr uintptr, size uint64, loc MemoryLocation, device int
 	if loc != LocationCPU && loc != LocationGPU {
 		return nil, Errorf(ErrInvalidArgs, "register memory %#x len %d: unknown location %d", addr, size, loc)
 	}
+	tok, err := NewToken()
+	if err != nil {
+		return nil, err
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	i := sort.Search(len(g.sorted), func(i int) bool { return g.sorted[i].Addr >= addr })
@@ -145,6 +152,7 @@ func (g *Registry) Add(addr uintptr, size uint64, loc MemoryLocation, device int
 		g.nextID++
 	}
 	r := NewRegion(g.nextID, addr, size, loc, device, host)
+	r.token = tok
 	g.nextID++
 	g.byID[r.ID] = r
 	g.sorted = append(g.sorted, nil)
@@ -153,7 +161,13 @@ func (g *Registry) Add(addr uintptr, size uint64, loc MemoryLocation, device int
 	return r, nil
 }
 
-// Get returns the region with the given id.
+// Token returns the region's access token, for the descriptor the
+// application hands to its peers. Nothing else may carry it.
+func (r *Region) Token() Token { return r.token }
+
+// Get returns the region with the given id, checking no token: for the
+// engine's own use (its local side of a transfer, deregistration). Whatever
+// a peer names goes through Resolve.
 func (g *Registry) Get(id uint32) (*Region, error) {
 	g.mu.RLock()
 	r := g.byID[id]

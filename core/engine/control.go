@@ -14,6 +14,7 @@ type ctlHandler Engine
 func (h *ctlHandler) Hello(peer core.EngineDesc) (core.EngineDesc, error) {
 	e := (*Engine)(h)
 	e.log.Debug("hello from a remote engine", "peer", peer.Key, "host", peer.Host)
+	e.adm.Greeted(peer.Key)
 	return e.Desc(), nil
 }
 
@@ -28,6 +29,9 @@ func (h *ctlHandler) Backend(from string, msg []byte) ([]byte, error) {
 	e := (*Engine)(h)
 	if len(msg) == 0 {
 		return nil, core.Errorf(core.ErrInvalidArgs, "empty backend message from %q", from)
+	}
+	if err := e.adm.Check(from); err != nil {
+		return nil, err
 	}
 	t := core.BackendType(msg[0])
 	e.mu.RLock()

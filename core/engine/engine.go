@@ -90,6 +90,7 @@ type Engine struct {
 	log      *slog.Logger
 	reg      *core.Registry
 	inbound  *core.InboundTable
+	adm      *core.Admission
 	ctl      *control.Server
 	client   *control.Client
 	notes    *notifications
@@ -143,6 +144,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("engine", cfg.Key),
 		reg:      core.NewRegistry(),
+		adm:      core.NewAdmission(0),
 		inbound:  core.NewInboundTable(cfg.InboundCapacity),
 		notes:    newNotifications(4096),
 		descs:    newDescCache(descCacheSize),
@@ -214,6 +216,7 @@ func (e *Engine) env(t core.BackendType) core.BackendEnv {
 		CallTimeout: e.cfg.HandshakeTimeout,
 		Registry:    e.reg,
 		Inbound:     e.inbound,
+		Admission:   e.adm,
 		Secret:      e.cfg.Secret,
 		GPU:         e.cfg.GPU,
 		Logger:      e.log,
@@ -354,7 +357,7 @@ func (e *Engine) RegisterMemory(ptr uintptr, size uint64, device int, loc core.M
 	if err != nil {
 		return core.MemoryDesc{}, err
 	}
-	d := core.MemoryDesc{EngineKey: e.cfg.Key, ID: r.ID, Device: int32(device), Location: loc, Addr: uint64(ptr), Size: size, NUMANode: -1}
+	d := core.MemoryDesc{EngineKey: e.cfg.Key, ID: r.ID, Token: r.Token(), Device: int32(device), Location: loc, Addr: uint64(ptr), Size: size, NUMANode: -1}
 	if loc == core.LocationCPU {
 		d.Device = -1
 	}
@@ -419,6 +422,7 @@ func (e *Engine) RegisterRemoteEngine(d core.EngineDesc) error {
 	if peer.Key != d.Key {
 		return core.Errorf(core.ErrInvalidArgs, "register remote engine %q: %s:%d is engine %q", d.Key, d.Host, d.Port, peer.Key)
 	}
+	e.adm.Register(d.Key)
 	if err := data.AddPeer(d); err != nil {
 		return fmt.Errorf("register remote engine %q: %w", d.Key, err)
 	}
@@ -444,6 +448,7 @@ func (e *Engine) DeregisterRemoteEngine(d core.EngineDesc) error {
 	if !ok {
 		return core.Errorf(core.ErrNotFound, "deregister remote engine %q: not registered", d.Key)
 	}
+	e.adm.Unregister(d.Key)
 	if data != nil {
 		data.RemovePeer(d.Key)
 	}
@@ -566,6 +571,21 @@ func (e *Engine) Inbound() *core.InboundTable { return e.inbound }
 
 // Registry exposes the memory registry (for tests and statistics).
 func (e *Engine) Registry() *core.Registry { return e.reg }
+
+// SecurityStats counts what the engine refused to peers.
+type SecurityStats struct {
+	// DeniedAccesses: accesses naming memory with a wrong token (every
+	// data plane; each also dropped its stream or mapping request).
+	DeniedAccesses uint64
+	// RefusedStreams: data streams and set-up messages from engines not
+	// admitted, or over a connection limit.
+	RefusedStreams uint64
+}
+
+// Security returns the engine's refusal counters.
+func (e *Engine) Security() SecurityStats {
+	return SecurityStats{DeniedAccesses: e.reg.Denied(), RefusedStreams: e.adm.Refused()}
+}
 
 // InFlight returns the number of transfers not yet ended.
 func (e *Engine) InFlight() int {

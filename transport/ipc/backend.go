@@ -340,7 +340,7 @@ func (b *Backend) acquire(t *core.Transfer) (*mapping, error) {
 		go b.closeMapping(stale)
 	}
 	if opener {
-		b.open(m, peer, h, off, t.Remote.Size)
+		b.open(m, peer, t.Remote.Token, h, off, t.Remote.Size)
 	}
 	<-m.ready
 	switch {
@@ -369,7 +369,7 @@ func (b *Backend) release(m *mapping) {
 
 // open makes m usable: OPEN to the exporter, then the IPC mapping (shared
 // with other memories of the same allocation).
-func (b *Backend) open(m *mapping, peer core.EngineDesc, h [core.IPCHandleSize]byte, off, size uint64) {
+func (b *Backend) open(m *mapping, peer core.EngineDesc, tok core.Token, h [core.IPCHandleSize]byte, off, size uint64) {
 	defer close(m.ready)
 	forget := func() {
 		b.mu.Lock()
@@ -378,7 +378,7 @@ func (b *Backend) open(m *mapping, peer core.EngineDesc, h [core.IPCHandleSize]b
 		}
 		b.mu.Unlock()
 	}
-	req := openMsg{Mem: m.key.mem, Size: size, Offset: off, Handle: h, Port: b.opts.Port, Host: b.opts.Host}
+	req := openMsg{Mem: m.key.mem, Token: tok, Size: size, Offset: off, Handle: h, Port: b.opts.Port, Host: b.opts.Host}
 	if _, err := b.env.Call(peer, req.encode()); err != nil {
 		m.err = core.Errorf(core.CodeOf(err), "same-host path to memory %d of %q: %w", m.key.mem, m.key.peer, err)
 		forget()
@@ -546,7 +546,7 @@ func (b *Backend) HandleControl(from string, body []byte) ([]byte, error) {
 }
 
 func (b *Backend) handleOpen(from string, m *openMsg) error {
-	r, err := b.env.Registry.Get(m.Mem)
+	r, err := b.env.Registry.Resolve(m.Mem, m.Token)
 	if err != nil {
 		return err
 	}

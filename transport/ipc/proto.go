@@ -44,10 +44,11 @@ func firstByte(b []byte) int {
 // Control messages, over the engines' control plane (core.ControlHandler):
 //
 //	OPEN  (importer to exporter, before it maps a memory):
-//	      op u8 = 1 | memory id u32 | size u64 | offset u64 | handle [64] |
-//	      control port u16 | host length u8 | host
-//	      The exporter checks that the memory is still registered and that
-//	      size, offset and handle are its own, and records the importer
+//	      op u8 = 1 | memory id u32 | token [16] | size u64 | offset u64 |
+//	      handle [64] | control port u16 | host length u8 | host
+//	      The exporter checks that the memory is still registered, that the
+//	      token is the registration's (core.Registry.Resolve) and that size,
+//	      offset and handle are its own, and records the importer
 //	      (at host:port) so that it can tell it when the memory goes away.
 //	CLOSE (exporter to importer, when the memory is deregistered or the
 //	      exporter closes): op u8 = 2 | memory id u32
@@ -59,12 +60,13 @@ const (
 	opOpen  = 1
 	opClose = 2
 
-	openFixedLen = 1 + 4 + 8 + 8 + core.IPCHandleSize + 2 + 1
+	openFixedLen = 1 + 4 + core.TokenLen + 8 + 8 + core.IPCHandleSize + 2 + 1
 	closeLen     = 1 + 4
 )
 
 type openMsg struct {
 	Mem    uint32
+	Token  core.Token
 	Size   uint64
 	Offset uint64
 	Handle [core.IPCHandleSize]byte
@@ -76,6 +78,7 @@ func (m *openMsg) encode() []byte {
 	b := make([]byte, 0, openFixedLen+len(m.Host))
 	b = append(b, opOpen)
 	b = binary.LittleEndian.AppendUint32(b, m.Mem)
+	b = append(b, m.Token[:]...)
 	b = binary.LittleEndian.AppendUint64(b, m.Size)
 	b = binary.LittleEndian.AppendUint64(b, m.Offset)
 	b = append(b, m.Handle[:]...)
@@ -91,6 +94,8 @@ func decodeOpen(b []byte) (openMsg, error) {
 	}
 	p := b[1:]
 	m.Mem = binary.LittleEndian.Uint32(p)
+	copy(m.Token[:], p[4:])
+	p = p[core.TokenLen:]
 	m.Size = binary.LittleEndian.Uint64(p[4:])
 	m.Offset = binary.LittleEndian.Uint64(p[12:])
 	copy(m.Handle[:], p[20:])

@@ -41,6 +41,12 @@ type Config struct {
 	ReadBuffer int
 	// MaxConns bounds the target's inbound streams (default 4096).
 	MaxConns int
+	// MaxStreamsPerPeer bounds the streams one initiator engine may hold
+	// open to the target (default 64).
+	MaxStreamsPerPeer int
+	// MaxPendingPerHost bounds the connections from one IP address that
+	// have not completed the handshake yet (default 64).
+	MaxPendingPerHost int
 }
 
 func (c *Config) fill() {
@@ -64,6 +70,8 @@ func (c *Config) fill() {
 	}
 	def(&c.ReadBuffer, 64<<10)
 	def(&c.MaxConns, 4096)
+	def(&c.MaxStreamsPerPeer, 64)
+	def(&c.MaxPendingPerHost, 64)
 	defd(&c.DialTimeout, 5*time.Second)
 	defd(&c.HandshakeTimeout, 5*time.Second)
 	defd(&c.StallTimeout, 30*time.Second)

@@ -539,7 +539,7 @@ func (s *stream) encode(f *frame, bufs net.Buffers) (net.Buffers, error) {
 		f.buf = make([]byte, need, need+small)
 	}
 	b := f.buf[:need]
-	h := reqHeader{Type: typ, MemID: t.Remote.ID, UID: t.UID, Instance: t.Instance, Parts: f.parts, Entries: uint32(len(f.ranges)), Payload: payload}
+	h := reqHeader{Type: typ, MemID: t.Remote.ID, Token: t.Remote.Token, UID: t.UID, Instance: t.Instance, Parts: f.parts, Entries: uint32(len(f.ranges)), Payload: payload}
 	h.put(b)
 	for i, r := range f.ranges {
 		putEntry(b[reqHeaderLen+i*entryLen:], r.RemoteOffset, r.Size)

@@ -9,7 +9,8 @@
 // memory, reads the payload straight into the registered region, and
 // answers each frame in order on the same stream. A frame whose request is
 // wrong is answered with an error and the stream goes on; a stream that
-// breaks the protocol is closed.
+// breaks the protocol, or names memory with a token that is not the
+// memory's (core.Registry.Resolve), is answered and closed.
 //
 // GPU memory (a region that is not Host) goes through the GPU driver's
 // page-locked staging rings (core.GPU ReadStaged and WriteStaged): the
@@ -21,8 +22,9 @@
 //
 // Wire format, little-endian, after a handshake (see handshake.go):
 //
-//	request  (40 bytes): magic u16 | type u8 | flags u8 | mem id u32 | uid u64 |
-//	                     instance u64 | parts u32 | entries u32 | payload u64
+//	request  (56 bytes): magic u16 | type u8 | flags u8 | mem id u32 | uid u64 |
+//	                     instance u64 | parts u32 | entries u32 | payload u64 |
+//	                     token [16] (the memory's access token, from its MemoryDesc)
 //	         then entries × (remote offset u64, size u64), then the payload (writes)
 //	response (16 bytes): magic u16 | type u8 | code u8 | message length u32 | payload u64
 //	         then the message, then the payload (reads)

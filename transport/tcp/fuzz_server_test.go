@@ -21,28 +21,28 @@ func FuzzServerFrames(f *testing.F) {
 	n := newNode(f, "target", nil, func(c *Config) { c.StallTimeout = 2 * time.Second })
 	const size = 8192
 	g := newGuarded(f, n.reg, size)
-	id := g.r.ID
+	mem := ref(g.r)
 	cat := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
 	w := func(uid uint64, rs []core.Range) []byte {
 		var total uint64
 		for _, r := range rs {
 			total += r.Size
 		}
-		return request(reqWrite, id, uid, uid, 1, rs, bytes.Repeat([]byte{byte(uid)}, int(total)))
+		return request(reqWrite, mem, uid, uid, 1, rs, bytes.Repeat([]byte{byte(uid)}, int(total)))
 	}
-	r := func(uid uint64, rs []core.Range) []byte { return request(reqRead, id, uid, uid, 1, rs, nil) }
+	r := func(uid uint64, rs []core.Range) []byte { return request(reqRead, mem, uid, uid, 1, rs, nil) }
 	f.Add([]byte{})
 	f.Add(w(1, []core.Range{{RemoteOffset: 0, Size: 16}}))
 	f.Add(cat(w(2, []core.Range{{RemoteOffset: 100, Size: 8}, {RemoteOffset: 4000, Size: 100}}), r(3, []core.Range{{Size: size}})))
-	f.Add(request(reqWrite, 999, 4, 4, 1, []core.Range{{Size: 8}}, make([]byte, 8)))
+	f.Add(request(reqWrite, memRef{id: 999}, 4, 4, 1, []core.Range{{Size: 8}}, make([]byte, 8)))
 	f.Add(w(5, []core.Range{{RemoteOffset: ^uint64(0) - 3, Size: 8}}))
 	f.Add(w(6, []core.Range{{RemoteOffset: size - 4, Size: 8}}))
 	f.Add(w(7, []core.Range{{RemoteOffset: 8, Size: 0}}))
 	f.Add(w(8, []core.Range{{Size: 64}})[:reqHeaderLen+entryLen+10])
-	f.Add(request(reqRead, id, 9, 9, 1, []core.Range{{Size: 8}}, nil)[:30])
+	f.Add(request(reqRead, mem, 9, 9, 1, []core.Range{{Size: 8}}, nil)[:30])
 	f.Add(cat(r(10, []core.Range{{Size: 1}}), r(11, []core.Range{{RemoteOffset: size - 1, Size: 1}}), w(12, []core.Range{{RemoteOffset: size - 1, Size: 1}})))
-	f.Add(request(reqWrite, id, 13, 13, 0, []core.Range{{Size: 8}}, make([]byte, 8)))
-	f.Add(request(reqWrite, id, 14, 14, 2, []core.Range{{Size: 8}}, make([]byte, 8)))
+	f.Add(request(reqWrite, mem, 13, 13, 0, []core.Range{{Size: 8}}, make([]byte, 8)))
+	f.Add(request(reqWrite, mem, 14, 14, 2, []core.Range{{Size: 8}}, make([]byte, 8)))
 
 	// A stream kept across inputs, to check that the server still serves.
 	health := handshake(f, n, "health")
@@ -72,7 +72,7 @@ func FuzzServerFrames(f *testing.F) {
 		// A fresh uid each time: for a read, the target records completion
 		// after sending the data, so the entry may still be in progress.
 		healthUID++
-		health.write(request(reqRead, id, healthUID, healthUID, 1, []core.Range{{Size: size}}, nil))
+		health.write(request(reqRead, mem, healthUID, healthUID, 1, []core.Range{{Size: size}}, nil))
 		h, msg, data := health.response()
 		require.Equal(t, core.StatusSuccess, h.Code, msg)
 		require.Equal(t, g.mem(), data)

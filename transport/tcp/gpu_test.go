@@ -144,7 +144,7 @@ func gpuTransfer(t *testing.T, n *node, op core.Op, uid uint64, local *core.Regi
 	st := core.NewStatus()
 	tr := &core.Transfer{
 		Op: op, UID: uid, Instance: uid, Peer: target, Local: local, Status: st, Ranges: ranges,
-		Remote: core.MemoryDesc{EngineKey: target, ID: remote.ID, Location: remote.Location, Size: remote.Size},
+		Remote: core.MemoryDesc{EngineKey: target, ID: remote.ID, Token: remote.Token(), Location: remote.Location, Size: remote.Size},
 	}
 	n.b.Submit(tr)
 	return st

@@ -129,7 +129,7 @@ func (n *node) transfer(t testing.TB, op core.Op, uid uint64, local *core.Region
 	st := core.NewStatus()
 	tr := &core.Transfer{
 		Op: op, UID: uid, Instance: uid, Peer: target, Local: local, Status: st, Ranges: ranges,
-		Remote: core.MemoryDesc{EngineKey: target, ID: remote.ID, Location: core.LocationCPU, Size: remote.Size},
+		Remote: core.MemoryDesc{EngineKey: target, ID: remote.ID, Token: remote.Token(), Location: core.LocationCPU, Size: remote.Size},
 	}
 	n.b.Submit(tr)
 	require.True(t, st.Wait(ioDeadline).Terminal(), "transfer did not end")
@@ -209,13 +209,22 @@ func (p *rawPeer) write(b []byte) {
 	require.NoError(p.t, err)
 }
 
+// memRef is what a request names: a memory id and the token presented.
+type memRef struct {
+	id  uint32
+	tok core.Token
+}
+
+// ref names r with its own token, as its descriptor's holder would.
+func ref(r *core.Region) memRef { return memRef{id: r.ID, tok: r.Token()} }
+
 // request encodes a request frame with its entries and payload.
-func request(typ uint8, mem uint32, uid, instance uint64, parts uint32, entries []core.Range, payload []byte) []byte {
+func request(typ uint8, mem memRef, uid, instance uint64, parts uint32, entries []core.Range, payload []byte) []byte {
 	var size uint64
 	for _, e := range entries {
 		size += e.Size
 	}
-	h := reqHeader{Type: typ, MemID: mem, UID: uid, Instance: instance, Parts: parts, Entries: uint32(len(entries))}
+	h := reqHeader{Type: typ, MemID: mem.id, Token: mem.tok, UID: uid, Instance: instance, Parts: parts, Entries: uint32(len(entries))}
 	if typ == reqWrite {
 		h.Payload = size
 	}

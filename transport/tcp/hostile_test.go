@@ -36,13 +36,13 @@ func TestForgedMemoryIDIsRefusedAndTheStreamGoesOn(t *testing.T) {
 	p := handshake(t, n, "mallory")
 
 	payload := bytes.Repeat([]byte{0xAB}, 16)
-	p.write(request(reqWrite, 999, 1, 1, 1, []core.Range{{RemoteOffset: 8, Size: 16}}, payload))
+	p.write(request(reqWrite, memRef{id: 999}, 1, 1, 1, []core.Range{{RemoteOffset: 8, Size: 16}}, payload))
 	h, msg, _ := p.response()
 	require.Equal(t, respAck, h.Type)
 	require.Equal(t, core.ErrNotFound, h.Code)
 	require.Contains(t, msg, "memory 999 is not registered")
 
-	p.write(request(reqRead, 999, 2, 2, 1, []core.Range{{Size: 16}}, nil))
+	p.write(request(reqRead, memRef{id: 999}, 2, 2, 1, []core.Range{{Size: 16}}, nil))
 	h, msg, data := p.response()
 	require.Equal(t, respData, h.Type)
 	require.Equal(t, core.ErrNotFound, h.Code)
@@ -51,13 +51,13 @@ func TestForgedMemoryIDIsRefusedAndTheStreamGoesOn(t *testing.T) {
 	require.Equal(t, before, g.mem(), "a refused request touches nothing")
 
 	// The stream is still in step: a correct write and read on it work.
-	p.write(request(reqWrite, g.r.ID, 3, 3, 1, []core.Range{{RemoteOffset: 8, Size: 16}}, payload))
+	p.write(request(reqWrite, ref(g.r), 3, 3, 1, []core.Range{{RemoteOffset: 8, Size: 16}}, payload))
 	h, msg, _ = p.response()
 	require.Equal(t, core.StatusSuccess, h.Code, msg)
 	require.Equal(t, payload, g.mem()[8:24])
 	require.Equal(t, before[:8], g.mem()[:8])
 	require.Equal(t, before[24:], g.mem()[24:])
-	p.write(request(reqRead, g.r.ID, 4, 4, 1, []core.Range{{RemoteOffset: 0, Size: 32}}, nil))
+	p.write(request(reqRead, ref(g.r), 4, 4, 1, []core.Range{{RemoteOffset: 0, Size: 32}}, nil))
 	h, _, data = p.response()
 	require.Equal(t, core.StatusSuccess, h.Code)
 	require.Equal(t, g.mem()[:32], data)
@@ -92,7 +92,7 @@ func TestOutOfBoundsRangesAreRefusedAndNothingWritten(t *testing.T) {
 		for _, e := range c.entries {
 			size += e.Size
 		}
-		p.write(request(reqWrite, g.r.ID, uid, uid, 1, c.entries, bytes.Repeat([]byte{0xCD}, int(size))))
+		p.write(request(reqWrite, ref(g.r), uid, uid, 1, c.entries, bytes.Repeat([]byte{0xCD}, int(size))))
 		h, msg, _ := p.response()
 		require.Equal(t, core.ErrInvalidArgs, h.Code, c.name)
 		require.Contains(t, msg, c.want, c.name)
@@ -100,7 +100,7 @@ func TestOutOfBoundsRangesAreRefusedAndNothingWritten(t *testing.T) {
 		require.True(t, ok, c.name)
 		require.Equal(t, core.ErrInvalidArgs, in.Code, c.name)
 
-		p.write(request(reqRead, g.r.ID, uid+50, uid+50, 1, c.entries, nil))
+		p.write(request(reqRead, ref(g.r), uid+50, uid+50, 1, c.entries, nil))
 		h, msg, data := p.response()
 		require.Equal(t, core.ErrInvalidArgs, h.Code, c.name)
 		require.Contains(t, msg, c.want, c.name)
@@ -111,7 +111,7 @@ func TestOutOfBoundsRangesAreRefusedAndNothingWritten(t *testing.T) {
 
 	// A size past the frame limit breaks the protocol: the stream is cut
 	// (it could not be skipped: its payload is not bounded).
-	p.write(request(reqWrite, g.r.ID, 200, 200, 1, []core.Range{{RemoteOffset: 8, Size: ^uint64(0) - 7}}, nil))
+	p.write(request(reqWrite, ref(g.r), 200, 200, 1, []core.Range{{RemoteOffset: 8, Size: ^uint64(0) - 7}}, nil))
 	p.requireClosed()
 	require.Equal(t, before, g.mem())
 	g.checkGuards(t)
@@ -122,16 +122,16 @@ func TestZeroPartsAndPartCountMismatch(t *testing.T) {
 	n, g := target(t, nil, nil)
 	before := g.snapshot()
 	p := handshake(t, n, "mallory")
-	p.write(request(reqWrite, g.r.ID, 1, 1, 0, []core.Range{{Size: 4}}, []byte{1, 2, 3, 4}))
+	p.write(request(reqWrite, ref(g.r), 1, 1, 0, []core.Range{{Size: 4}}, []byte{1, 2, 3, 4}))
 	h, msg, _ := p.response()
 	require.Equal(t, core.ErrInvalidArgs, h.Code)
 	require.Contains(t, msg, "declares zero parts")
 	require.Equal(t, before, g.mem())
 
-	p.write(request(reqWrite, g.r.ID, 2, 2, 2, []core.Range{{Size: 4}}, []byte{1, 2, 3, 4}))
+	p.write(request(reqWrite, ref(g.r), 2, 2, 2, []core.Range{{Size: 4}}, []byte{1, 2, 3, 4}))
 	h, _, _ = p.response()
 	require.Equal(t, core.StatusSuccess, h.Code)
-	p.write(request(reqWrite, g.r.ID, 2, 2, 3, []core.Range{{RemoteOffset: 4, Size: 4}}, []byte{5, 6, 7, 8}))
+	p.write(request(reqWrite, ref(g.r), 2, 2, 3, []core.Range{{RemoteOffset: 4, Size: 4}}, []byte{5, 6, 7, 8}))
 	h, msg, _ = p.response()
 	require.Equal(t, core.ErrInvalidArgs, h.Code)
 	require.Contains(t, msg, "part declares 3 parts, earlier parts declared 2")
@@ -150,7 +150,7 @@ func TestGarbageInsteadOfHandshakeIsDropped(t *testing.T) {
 		// A hello with an empty initiator key.
 		append([]byte(helloMagic), 0, 0, 1, 0, 'x'),
 		// A frame where the hello should be.
-		request(reqWrite, g.r.ID, 1, 1, 1, []core.Range{{Size: 8}}, make([]byte, 8)),
+		request(reqWrite, ref(g.r), 1, 1, 1, []core.Range{{Size: 8}}, make([]byte, 8)),
 	} {
 		p := dialRaw(t, n.addr())
 		p.write(garbage)
@@ -175,13 +175,13 @@ func TestHalfFrameThenStallIsCutOff(t *testing.T) {
 
 	// Half a header.
 	p1 := handshake(t, n, "staller")
-	p1.write(request(reqWrite, g.r.ID, 1, 1, 1, []core.Range{{Size: 64}}, nil)[:20])
+	p1.write(request(reqWrite, ref(g.r), 1, 1, 1, []core.Range{{Size: 64}}, nil)[:20])
 	// A full header and entries, and part of the payload.
 	p2 := handshake(t, n, "staller")
-	p2.write(request(reqWrite, g.r.ID, 2, 2, 1, []core.Range{{RemoteOffset: 1024, Size: 4096}}, bytes.Repeat([]byte{0x5A}, 100)))
+	p2.write(request(reqWrite, ref(g.r), 2, 2, 1, []core.Range{{RemoteOffset: 1024, Size: 4096}}, bytes.Repeat([]byte{0x5A}, 100)))
 	// A header and half the entries.
 	p3 := handshake(t, n, "staller")
-	p3.write(request(reqRead, g.r.ID, 3, 3, 1, []core.Range{{Size: 16}, {RemoteOffset: 16, Size: 16}}, nil)[:reqHeaderLen+20])
+	p3.write(request(reqRead, ref(g.r), 3, 3, 1, []core.Range{{Size: 16}, {RemoteOffset: 16, Size: 16}}, nil)[:reqHeaderLen+20])
 
 	// Others are served meanwhile.
 	checkLegit(t, n, g)
@@ -200,7 +200,7 @@ func TestHalfFrameThenStallIsCutOff(t *testing.T) {
 	// An idle stream between frames is not a stall: it is kept.
 	p4 := handshake(t, n, "idle")
 	time.Sleep(3 * stall)
-	p4.write(request(reqRead, g.r.ID, 4, 4, 1, []core.Range{{Size: 16}}, nil))
+	p4.write(request(reqRead, ref(g.r), 4, 4, 1, []core.Range{{Size: 16}}, nil))
 	h, _, data := p4.response()
 	require.Equal(t, core.StatusSuccess, h.Code)
 	require.Equal(t, g.mem()[:16], data)
@@ -281,7 +281,7 @@ func TestSharedSecretRefusesBadMACsBeforeTouchingMemory(t *testing.T) {
 	secret := []byte("s3cret")
 	n, g := target(t, secret, nil)
 	before := g.snapshot()
-	frame := request(reqWrite, g.r.ID, 1, 1, 1, []core.Range{{Size: 64}}, bytes.Repeat([]byte{0x77}, 64))
+	frame := request(reqWrite, ref(g.r), 1, 1, 1, []core.Range{{Size: 64}}, bytes.Repeat([]byte{0x77}, 64))
 	var otherNonce [nonceLen]byte
 	cases := map[string]func(ch challenge) [macLen]byte{
 		"missing MAC":    func(challenge) [macLen]byte { return [macLen]byte{} },
@@ -331,14 +331,14 @@ func TestDuplicateUIDFromAnotherInstanceIsRefused(t *testing.T) {
 	p1 := handshake(t, n, "peer")
 	p2 := handshake(t, n, "peer")
 	part := func(off uint64, fill byte) []byte {
-		return request(reqWrite, g.r.ID, 5, 1, 2, []core.Range{{RemoteOffset: off, Size: 8}}, bytes.Repeat([]byte{fill}, 8))
+		return request(reqWrite, ref(g.r), 5, 1, 2, []core.Range{{RemoteOffset: off, Size: 8}}, bytes.Repeat([]byte{fill}, 8))
 	}
 	p1.write(part(0, 0x11))
 	h, msg, _ := p1.response()
 	require.Equal(t, core.StatusSuccess, h.Code, msg)
 
 	// Another run (instance 2) of uid 5 while the first is in progress.
-	p2.write(request(reqWrite, g.r.ID, 5, 2, 1, []core.Range{{RemoteOffset: 100, Size: 8}}, bytes.Repeat([]byte{0x22}, 8)))
+	p2.write(request(reqWrite, ref(g.r), 5, 2, 1, []core.Range{{RemoteOffset: 100, Size: 8}}, bytes.Repeat([]byte{0x22}, 8)))
 	h, msg, _ = p2.response()
 	require.Equal(t, core.ErrInvalidArgs, h.Code)
 	require.Contains(t, msg, `duplicate transfer uid 5 from "peer"`)
@@ -354,7 +354,7 @@ func TestDuplicateUIDFromAnotherInstanceIsRefused(t *testing.T) {
 	require.Equal(t, before[16:], g.mem()[16:])
 
 	// Once popped, a new run of the uid is welcome.
-	p2.write(request(reqWrite, g.r.ID, 5, 2, 1, []core.Range{{RemoteOffset: 100, Size: 8}}, bytes.Repeat([]byte{0x22}, 8)))
+	p2.write(request(reqWrite, ref(g.r), 5, 2, 1, []core.Range{{RemoteOffset: 100, Size: 8}}, bytes.Repeat([]byte{0x22}, 8)))
 	h, _, _ = p2.response()
 	require.Equal(t, core.StatusSuccess, h.Code)
 	g.checkGuards(t)
@@ -372,7 +372,7 @@ func TestPeerThatStopsReadingCannotPinMemory(t *testing.T) {
 	if tc, ok := p.c.(*net.TCPConn); ok {
 		require.NoError(t, tc.SetReadBuffer(16<<10))
 	}
-	p.write(request(reqRead, g.r.ID, 1, 1, 1, []core.Range{{Size: big}}, nil))
+	p.write(request(reqRead, ref(g.r), 1, 1, 1, []core.Range{{Size: big}}, nil))
 	// Read the header, so the server is known to be inside the response.
 	var hb [respHeaderLen]byte
 	_, err := io.ReadFull(p.br, hb[:])
@@ -406,7 +406,7 @@ func TestTooManyConnectionsAreRefused(t *testing.T) {
 	require.NoError(t, c.SetDeadline(time.Now().Add(ioDeadline)))
 	_, err = readChallenge(bufio.NewReader(c))
 	require.Error(t, err, "a third stream gets no challenge")
-	p1.write(request(reqRead, g.r.ID, 1, 1, 1, []core.Range{{Size: 8}}, nil))
+	p1.write(request(reqRead, ref(g.r), 1, 1, 1, []core.Range{{Size: 8}}, nil))
 	h, _, _ := p1.response()
 	require.Equal(t, core.StatusSuccess, h.Code)
 }

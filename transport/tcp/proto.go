@@ -9,7 +9,7 @@ import (
 
 const (
 	frameMagic    = 0x474d // "MG"
-	reqHeaderLen  = 40
+	reqHeaderLen  = 56
 	entryLen      = 16
 	respHeaderLen = 16
 
@@ -35,6 +35,7 @@ type reqHeader struct {
 	Parts    uint32
 	Entries  uint32
 	Payload  uint64
+	Token    core.Token // the memory's capability (core.Registry.Resolve)
 }
 
 func (h *reqHeader) put(b []byte) {
@@ -47,6 +48,7 @@ func (h *reqHeader) put(b []byte) {
 	binary.LittleEndian.PutUint32(b[24:], h.Parts)
 	binary.LittleEndian.PutUint32(b[28:], h.Entries)
 	binary.LittleEndian.PutUint64(b[32:], h.Payload)
+	copy(b[40:reqHeaderLen], h.Token[:])
 }
 
 // parseReqHeader decodes and checks the fixed part of a request. An error
@@ -67,6 +69,7 @@ func parseReqHeader(b []byte) (reqHeader, error) {
 	h.Parts = binary.LittleEndian.Uint32(b[24:])
 	h.Entries = binary.LittleEndian.Uint32(b[28:])
 	h.Payload = binary.LittleEndian.Uint64(b[32:])
+	copy(h.Token[:], b[40:reqHeaderLen])
 	switch h.Type {
 	case reqWrite:
 	case reqRead:

@@ -2,7 +2,6 @@ package tcp
 
 import (
 	"bufio"
-	"crypto/hmac"
 	"errors"
 	"fmt"
 	"io"
@@ -16,15 +15,16 @@ import (
 
 // server accepts peers' streams and serves their frames into local memory.
 type server struct {
-	cfg    *Config
-	env    core.BackendEnv
-	ln     net.Listener
-	log    *slog.Logger
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	live   map[string]int // authenticated streams per initiator key
-	closed bool
+	cfg     *Config
+	env     core.BackendEnv
+	ln      net.Listener
+	log     *slog.Logger
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	live    map[string]int // authenticated streams per initiator key
+	pending map[string]int // connections in the handshake, per remote IP
+	closed  bool
 }
 
 func newServer(cfg *Config, env core.BackendEnv) (*server, error) {
@@ -33,7 +33,7 @@ func newServer(cfg *Config, env core.BackendEnv) (*server, error) {
 	if err != nil {
 		return nil, core.Errorf(core.ErrConnection, "tcp backend: listen on %s:%d: %w", host, cfg.Port, err)
 	}
-	s := &server{cfg: cfg, env: env, ln: ln, log: env.Logger, conns: make(map[net.Conn]struct{}), live: make(map[string]int)}
+	s := &server{cfg: cfg, env: env, ln: ln, log: env.Logger, conns: make(map[net.Conn]struct{}), live: make(map[string]int), pending: make(map[string]int)}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
@@ -53,15 +53,20 @@ func (s *server) accept() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		host := remoteHost(c)
 		s.mu.Lock()
-		if s.closed || len(s.conns) >= s.cfg.MaxConns {
-			n := len(s.conns)
+		if s.closed || len(s.conns) >= s.cfg.MaxConns || s.pending[host] >= s.cfg.MaxPendingPerHost {
+			n, p := len(s.conns), s.pending[host]
 			s.mu.Unlock()
-			s.log.Warn("tcp backend: refusing connection", "remote", c.RemoteAddr(), "conns", n)
+			s.log.Warn("tcp backend: refusing connection", "remote", c.RemoteAddr(), "conns", n, "pending_from_host", p)
+			if s.env.Admission != nil {
+				s.env.Admission.CountRefusal()
+			}
 			c.Close()
 			continue
 		}
 		s.conns[c] = struct{}{}
+		s.pending[host]++
 		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
@@ -166,42 +171,6 @@ func (w *stallWriter) writeBuffers(bufs net.Buffers, scratch *net.Buffers) error
 	return nil
 }
 
-// handshake authenticates the initiator and returns its engine key.
-func (s *server) handshake(c net.Conn, br *bufio.Reader) (string, error) {
-	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	defer c.SetDeadline(time.Time{})
-	ch, err := newChallenge(s.env.LocalKey)
-	if err != nil {
-		return "", err
-	}
-	if _, err := c.Write(ch.encode()); err != nil {
-		return "", fmt.Errorf("send challenge: %w", err)
-	}
-	h, err := readHello(br)
-	if err != nil {
-		return "", err
-	}
-	refuse := func(code core.StatusCode, format string, args ...any) (string, error) {
-		msg := fmt.Sprintf(format, args...)
-		c.Write(encodeVerdict(code, msg))
-		return "", fmt.Errorf("handshake from %q: %s", h.From, msg)
-	}
-	if h.To != s.env.LocalKey {
-		return refuse(core.ErrNotFound, "this is engine %q, not %q", s.env.LocalKey, h.To)
-	}
-	want := helloMAC(s.env.Secret, ch.Nonce, h.From, h.To)
-	if !hmac.Equal(want[:], h.MAC[:]) {
-		if len(s.env.Secret) == 0 {
-			return refuse(core.ErrInvalidArgs, "authentication offered but this engine has no secret")
-		}
-		return refuse(core.ErrInvalidArgs, "authentication failed: wrong or missing shared secret")
-	}
-	if _, err := c.Write(encodeVerdict(core.StatusSuccess, "")); err != nil {
-		return "", err
-	}
-	return h.From, nil
-}
-
 // connState is the per-stream scratch of the serving loop, reused frame
 // after frame.
 type connState struct {
@@ -227,28 +196,12 @@ func (s *server) serve(c net.Conn) error {
 	sw := &stallWriter{c: c, stall: s.cfg.StallTimeout}
 	st := &connState{c: c, sr: sr, sw: sw, br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(sw, 16<<10)}
 	peer, err := s.handshake(c, st.br)
+	s.handshakeOver(remoteHost(c))
 	if err != nil {
 		return err
 	}
 	st.peer = peer
-	s.mu.Lock()
-	s.live[peer]++
-	s.mu.Unlock()
-	defer func() {
-		// Once no stream from the initiator is left, no part of its
-		// unfinished transfers can arrive any more: they have failed on
-		// its side, and fail here too rather than stay in progress.
-		s.mu.Lock()
-		s.live[peer]--
-		last := s.live[peer] == 0
-		if last {
-			delete(s.live, peer)
-		}
-		s.mu.Unlock()
-		if last {
-			s.env.Inbound.FailPeer(peer, fmt.Sprintf("every connection from engine %q closed before the transfer completed", peer))
-		}
-	}()
+	defer s.leave(peer)
 	s.log.Debug("tcp backend: peer stream up", "peer", peer, "remote", c.RemoteAddr().String())
 	for {
 		sr.arm(false)
@@ -315,7 +268,15 @@ func (s *server) serveFrame(st *connState) error {
 			}
 		}
 		s.log.Debug("tcp backend: refused a request", "peer", st.peer, "uid", h.UID, "err", verr)
-		return s.respond(st, h.Type, core.CodeOf(verr), verr.Error(), 0)
+		if err := s.respond(st, h.Type, core.CodeOf(verr), verr.Error(), 0); err != nil {
+			return err
+		}
+		if errors.Is(verr, core.ErrAccessDenied) {
+			// Forged or stale capability: answered, then the stream goes.
+			st.bw.Flush()
+			return verr
+		}
+		return nil
 	}
 	if h.Type == reqWrite {
 		var gerr error
@@ -354,9 +315,10 @@ func (s *server) serveFrame(st *connState) error {
 	return err
 }
 
-// check validates a request against the registry without touching memory.
+// check validates a request against the registry, its token included,
+// without touching memory.
 func (s *server) check(h *reqHeader, ranges []core.Range) (*core.Region, error) {
-	r, err := s.env.Registry.Get(h.MemID)
+	r, err := s.env.Registry.Resolve(h.MemID, h.Token)
 	if err != nil {
 		return nil, err
 	}
