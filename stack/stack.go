@@ -9,8 +9,8 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/transport/ipc"
+	"github.com/mori-go/mori-go/transport/rdma"
 	"github.com/mori-go/mori-go/transport/tcp"
-	"github.com/mori-go/mori-go/verbs"
 )
 
 // Config is an engine's configuration with the data planes of this build.
@@ -20,7 +20,7 @@ type Config struct {
 	engine.Config
 	// TCP configures the TCP data plane.
 	TCP tcp.Config
-	// RDMA builds the RDMA backend; nil uses verbs.Factory (the host's
+	// RDMA builds the RDMA backend; nil uses rdma.Factory (the host's
 	// libibverbs). NoRDMA leaves RDMA out.
 	RDMA   engine.Factory
 	NoRDMA bool
@@ -41,7 +41,7 @@ func (c Config) Engine() engine.Config {
 		b[core.BackendTCP] = tcp.Factory(c.TCP)
 	}
 	if b[core.BackendRDMA] == nil && !c.NoRDMA {
-		f := engine.Factory(verbs.Factory)
+		f := engine.Factory(rdma.Factory)
 		if c.RDMA != nil {
 			f = c.RDMA
 		}

@@ -1,18 +1,10 @@
-// Package verbs is mori-go's RDMA data plane: a core.Backend that moves KV
-// cache with one-sided RDMA WRITE and READ over RC queue pairs, as MORI-IO's
-// RDMA backend does.
-//
-// The backend's logic (connections set up when a remote engine is
-// registered, send-queue flow control, doorbell batching, completion
-// polling and events, inbound notifications, error mapping and QP
-// recovery, NIC choice by PCI topology) is written against the small
-// interfaces of types.go. Two implementations exist: a thin cgo layer over
+// Package verbs is mori-go's binding of libibverbs: the small interfaces of
+// types.go (Provider, Context, PD, MR, CQ, CompChannel, QP) with the verbs
+// types and constants they carry, and their implementation over the host's
 // libibverbs, which is opened with dlopen at run time (ibv_linux.go, ibv.c)
 // so that the library still loads and runs over TCP where libibverbs is
-// missing, and a simulator of RC verbs semantics in package sim, on which
-// the tests run.
+// missing. Package sim implements the same interfaces in Go.
 //
-// Factory is the production RDMA factory (an engine.Factory); NewFactory builds one over
-// any Provider. See docs/rdma.md for the design, the configuration and the
-// state of hardware testing.
+// The RDMA data plane written against these interfaces is package
+// transport/rdma; see docs/rdma.md.
 package verbs

@@ -1,9 +1,9 @@
 // Package sim simulates RC verbs in Go behind the verbs package's
-// interfaces, so that the RDMA backend runs, and is tested, on machines
+// interfaces, so that the RDMA backend (package transport/rdma) runs, and is tested, on machines
 // without a NIC.
 //
 // A Fabric is created by a test and holds hosts, each with NICs; a Host is
-// a verbs.Provider, so verbs.NewFactory(host, opts) gives an engine an RDMA
+// a verbs.Provider, so rdma.NewFactory(host, opts) gives an engine an RDMA
 // backend on it. Two engines in one process then move real bytes between
 // their registered memory: the simulator copies through the registered
 // addresses.

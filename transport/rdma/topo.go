@@ -1,4 +1,4 @@
-package verbs
+package rdma
 
 import (
 	"errors"
@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/Mellanox/rdmamap"
+
+	"github.com/mori-go/mori-go/verbs"
 )
 
 // DeviceFilter is a parsed MORI_RDMA_DEVICES value: a comma-separated list
@@ -89,7 +91,7 @@ func rdmamapNetdev(netdev string) (string, error) { return rdmamap.GetRdmaDevice
 
 // resolve returns, for each entry, the RDMA device it names: itself when
 // a device has that name, else the device behind the network interface.
-func (f DeviceFilter) resolve(devices []DeviceInfo, netdev NetdevMapper) ([]DeviceEntry, error) {
+func (f DeviceFilter) resolve(devices []verbs.DeviceInfo, netdev NetdevMapper) ([]DeviceEntry, error) {
 	known := make(map[string]bool, len(devices))
 	for _, d := range devices {
 		known[d.Name] = true
@@ -200,7 +202,7 @@ type NICRank struct {
 // RankNICs orders nics by closeness to the GPU at gpuBDF: fewer PCI hops
 // first, then same NUMA node, then name. NICs whose place is unknown come
 // last.
-func (t Topology) RankNICs(gpuBDF string, nics []DeviceInfo) ([]NICRank, error) {
+func (t Topology) RankNICs(gpuBDF string, nics []verbs.DeviceInfo) ([]NICRank, error) {
 	gpath, err := t.PCIPath(gpuBDF)
 	if err != nil {
 		return nil, fmt.Errorf("gpu: %w", err)
@@ -240,25 +242,25 @@ func (t Topology) RankNICs(gpuBDF string, nics []DeviceInfo) ([]NICRank, error) 
 // entry (MORI_IB_GID_INDEX). Otherwise InfiniBand uses the first valid
 // entry, and RoCE prefers RoCE v2 over v1, then IPv4-mapped over global
 // IPv6 over link-local addresses, then the lowest index.
-func SelectGID(entries []GIDEntry, link LinkLayer, index int) (GIDEntry, error) {
+func SelectGID(entries []verbs.GIDEntry, link verbs.LinkLayer, index int) (verbs.GIDEntry, error) {
 	if index >= 0 {
 		for _, e := range entries {
 			if e.Index == index {
 				if e.GID.IsZero() {
-					return GIDEntry{}, fmt.Errorf("gid index %d is empty", index)
+					return verbs.GIDEntry{}, fmt.Errorf("gid index %d is empty", index)
 				}
 				return e, nil
 			}
 		}
-		return GIDEntry{}, fmt.Errorf("gid index %d is not in the table of %d entries", index, len(entries))
+		return verbs.GIDEntry{}, fmt.Errorf("gid index %d is not in the table of %d entries", index, len(entries))
 	}
-	best, bestScore := GIDEntry{}, -1
+	best, bestScore := verbs.GIDEntry{}, -1
 	for _, e := range entries {
 		if e.GID.IsZero() {
 			continue
 		}
 		score := 0
-		if link == LinkEthernet {
+		if link == verbs.LinkEthernet {
 			ip := net.IP(e.GID[:])
 			switch {
 			case ip.To4() != nil:
@@ -268,7 +270,7 @@ func SelectGID(entries []GIDEntry, link LinkLayer, index int) (GIDEntry, error) 
 			default:
 				score = 20
 			}
-			if e.Type == GIDTypeRoCEv2 {
+			if e.Type == verbs.GIDTypeRoCEv2 {
 				score += 100
 			}
 		}
@@ -277,7 +279,7 @@ func SelectGID(entries []GIDEntry, link LinkLayer, index int) (GIDEntry, error) 
 		}
 	}
 	if bestScore < 0 {
-		return GIDEntry{}, errors.New("no valid gid in the port's table")
+		return verbs.GIDEntry{}, errors.New("no valid gid in the port's table")
 	}
 	return best, nil
 }

@@ -1,9 +1,10 @@
-package verbs
+package rdma
 
 import (
 	"fmt"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/verbs"
 )
 
 // Submit starts a transfer: it finds the remote keys (from the remote
@@ -91,55 +92,19 @@ func (b *Backend) maxWR() uint64 {
 	return max(m, 1)
 }
 
+// post splits a transfer into parts, one per QP it uses, and queues them.
 func (b *Backend) post(p *peer, t *core.Transfer, keys []RemoteKey) {
 	rm := regionOf(b, t.Local)
 	if rm == nil {
 		t.Fail(core.ErrBadState, "local memory %d is not registered with the RDMA backend", t.Local.ID)
 		return
 	}
-	var conns []*conn
-	var lastErr error
-	for _, c := range p.conns {
-		if c.isReady() {
-			conns = append(conns, c)
-			continue
-		}
-		c.mu.Lock()
-		if lastErr == nil {
-			lastErr = c.lastErr
-		}
-		c.mu.Unlock()
-		c.retry()
-	}
+	conns, lastErr := usableConns(p)
 	if len(conns) == 0 {
 		t.Fail(core.ErrRDMAOp, "no usable queue pair to %q (reconnecting after: %v)", t.Peer, lastErr)
 		return
 	}
-	limit := b.maxWR()
-	var pieces []piece
-	for _, r := range t.Ranges {
-		for off := uint64(0); off < r.Size; off += limit {
-			pieces = append(pieces, piece{local: r.LocalOffset + off, remote: r.RemoteOffset + off, size: min(limit, r.Size-off)})
-		}
-	}
-	// Few pieces go one to a QP, starting at a QP chosen by uid so that
-	// single-range transfers spread; many pieces go in contiguous slices.
-	type share struct {
-		c      *conn
-		pieces []piece
-	}
-	var shares []share
-	if len(pieces) <= len(conns) {
-		start := int(t.UID % uint64(len(conns)))
-		for i, pc := range pieces {
-			shares = append(shares, share{c: conns[(start+i)%len(conns)], pieces: []piece{pc}})
-		}
-	} else {
-		per := (len(pieces) + len(conns) - 1) / len(conns)
-		for i := 0; i < len(pieces); i += per {
-			shares = append(shares, share{c: conns[len(shares)], pieces: pieces[i:min(i+per, len(pieces))]})
-		}
-	}
+	shares := spread(cutPieces(t.Ranges, b.maxWR()), conns, t.UID)
 	x := &xfer{t: t, p: p, parts: len(shares)}
 	parts := make([]*part, 0, len(shares))
 	for _, sh := range shares {
@@ -148,34 +113,7 @@ func (b *Backend) post(p *peer, t *core.Transfer, keys []RemoteKey) {
 			t.Fail(core.ErrInvalidArgs, "remote %s has keys for %d NICs, the peer's qp %d is on its NIC %d", t.Remote.String(), len(keys), c.idx, c.remote.NIC)
 			return
 		}
-		key := keys[c.remote.NIC]
-		lkey := rm.mrs[c.nic.idx].LKey()
-		pt := &part{x: x, notify: b.s.notify}
-		n := len(sh.pieces)
-		if pt.notify {
-			n++
-		}
-		pt.wrs = make([]SendWR, 0, n)
-		pt.sges = make([]SGE, n)
-		opcode := OpRDMAWrite
-		if t.Op == core.OpRead {
-			opcode = OpRDMARead
-		}
-		for i, pc := range sh.pieces {
-			pt.sges[i] = SGE{Addr: uint64(t.Local.Addr) + pc.local, Length: uint32(pc.size), LKey: lkey}
-			pt.wrs = append(pt.wrs, SendWR{Opcode: opcode, SGL: pt.sges[i : i+1], RemoteAddr: key.IOVA + pc.remote, RKey: key.RKey})
-		}
-		if pt.notify {
-			// Sent after the data on the same QP: RC delivers in order, so
-			// the target sees it after the writes have landed. After
-			// reads, the fence holds it until they have completed.
-			w := SendWR{Opcode: OpSend}
-			if t.Op == core.OpRead {
-				w.Flags |= SendFence
-			}
-			pt.wrs = append(pt.wrs, w)
-		}
-		parts = append(parts, pt)
+		parts = append(parts, b.newPart(x, sh, keys[c.remote.NIC], rm.mrs[c.nic.idx].LKey()))
 	}
 	used := 0
 	for range parts {
@@ -192,6 +130,94 @@ func (b *Backend) post(p *peer, t *core.Transfer, keys []RemoteKey) {
 	for i, pt := range parts {
 		shares[i].c.enqueue(pt)
 	}
+}
+
+// usableConns returns the peer's connected QPs, starts rebuilding the
+// others, and returns the last error of a broken one.
+func usableConns(p *peer) ([]*conn, error) {
+	var conns []*conn
+	var lastErr error
+	for _, c := range p.conns {
+		if c.isReady() {
+			conns = append(conns, c)
+			continue
+		}
+		c.mu.Lock()
+		if lastErr == nil {
+			lastErr = c.lastErr
+		}
+		c.mu.Unlock()
+		c.retry()
+	}
+	return conns, lastErr
+}
+
+// cutPieces cuts ranges into work requests of at most limit bytes.
+func cutPieces(ranges []core.Range, limit uint64) []piece {
+	var pieces []piece
+	for _, r := range ranges {
+		for off := uint64(0); off < r.Size; off += limit {
+			pieces = append(pieces, piece{local: r.LocalOffset + off, remote: r.RemoteOffset + off, size: min(limit, r.Size-off)})
+		}
+	}
+	return pieces
+}
+
+// share is the pieces one QP carries.
+type share struct {
+	c      *conn
+	pieces []piece
+}
+
+// spread gives pieces to QPs: few pieces go one to a QP, starting at a QP
+// chosen by uid so that single-range transfers spread; many pieces go in
+// contiguous slices.
+func spread(pieces []piece, conns []*conn, uid uint64) []share {
+	var shares []share
+	if len(pieces) <= len(conns) {
+		start := int(uid % uint64(len(conns)))
+		for i, pc := range pieces {
+			shares = append(shares, share{c: conns[(start+i)%len(conns)], pieces: []piece{pc}})
+		}
+		return shares
+	}
+	per := (len(pieces) + len(conns) - 1) / len(conns)
+	for i := 0; i < len(pieces); i += per {
+		shares = append(shares, share{c: conns[len(shares)], pieces: pieces[i:min(i+per, len(pieces))]})
+	}
+	return shares
+}
+
+// newPart builds the work requests of one share: a WRITE or READ per piece
+// and, with notification on, the SEND that tells the target.
+func (b *Backend) newPart(x *xfer, sh share, key RemoteKey, lkey uint32) *part {
+	t := x.t
+	pt := &part{x: x, notify: b.s.notify}
+	n := len(sh.pieces)
+	if pt.notify {
+		n++
+	}
+	pt.wrs = make([]verbs.SendWR, 0, n)
+	pt.sges = make([]verbs.SGE, n)
+	opcode := verbs.OpRDMAWrite
+	if t.Op == core.OpRead {
+		opcode = verbs.OpRDMARead
+	}
+	for i, pc := range sh.pieces {
+		pt.sges[i] = verbs.SGE{Addr: uint64(t.Local.Addr) + pc.local, Length: uint32(pc.size), LKey: lkey}
+		pt.wrs = append(pt.wrs, verbs.SendWR{Opcode: opcode, SGL: pt.sges[i : i+1], RemoteAddr: key.IOVA + pc.remote, RKey: key.RKey})
+	}
+	if pt.notify {
+		// Sent after the data on the same QP: RC delivers in order, so
+		// the target sees it after the writes have landed. After reads,
+		// the fence holds it until they have completed.
+		w := verbs.SendWR{Opcode: verbs.OpSend}
+		if t.Op == core.OpRead {
+			w.Flags |= verbs.SendFence
+		}
+		pt.wrs = append(pt.wrs, w)
+	}
+	return pt
 }
 
 // abort tells the target, once per transfer and without waiting, that a

@@ -1,4 +1,4 @@
-package verbs_test
+package rdma_test
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/stack"
+	"github.com/mori-go/mori-go/transport/rdma"
 	"github.com/mori-go/mori-go/verbs"
 	"github.com/mori-go/mori-go/verbs/sim"
 )
@@ -54,7 +55,7 @@ func fakeSysfs(t *testing.T, name string) string {
 }
 
 func TestPCIPathsAndDistances(t *testing.T) {
-	topo := verbs.Topology{Root: fakeSysfs(t, "two-sockets")}
+	topo := rdma.Topology{Root: fakeSysfs(t, "two-sockets")}
 	p, err := topo.PCIPath("0000:03:00.0")
 	require.NoError(t, err)
 	require.Equal(t, []string{"pci0000:00", "0000:00:01.0", "0000:01:00.0", "0000:02:00.0", "0000:03:00.0"}, p)
@@ -67,7 +68,7 @@ func TestPCIPathsAndDistances(t *testing.T) {
 	nics := []verbs.DeviceInfo{{Name: "mlx5_0"}, {Name: "mlx5_1"}, {Name: "mlx5_2"}}
 	ranked, err := topo.RankNICs("0000:03:00.0", nics)
 	require.NoError(t, err)
-	require.Equal(t, []verbs.NICRank{
+	require.Equal(t, []rdma.NICRank{
 		{Name: "mlx5_0", PCIAddr: "0000:04:00.0", Distance: 4, SameNUMA: true},
 		{Name: "mlx5_1", PCIAddr: "0000:05:00.0", Distance: 6, SameNUMA: true},
 		{Name: "mlx5_2", PCIAddr: "0000:84:00.0", Distance: 1010, SameNUMA: false},
@@ -90,22 +91,22 @@ func TestPCIPathsAndDistances(t *testing.T) {
 func TestParseDeviceFilter(t *testing.T) {
 	for _, c := range []struct {
 		in   string
-		want verbs.DeviceFilter
+		want rdma.DeviceFilter
 	}{
-		{"", verbs.DeviceFilter{}},
-		{"mlx5_0,mlx5_1", verbs.DeviceFilter{Entries: []verbs.DeviceEntry{{Name: "mlx5_0"}, {Name: "mlx5_1"}}}},
-		{" ^mlx5_2 ", verbs.DeviceFilter{Exclude: true, Entries: []verbs.DeviceEntry{{Name: "mlx5_2"}}}},
-		{"mlx5_0:1, ,ens1f0", verbs.DeviceFilter{Entries: []verbs.DeviceEntry{{Name: "mlx5_0", Port: 1}, {Name: "ens1f0"}}}},
+		{"", rdma.DeviceFilter{}},
+		{"mlx5_0,mlx5_1", rdma.DeviceFilter{Entries: []rdma.DeviceEntry{{Name: "mlx5_0"}, {Name: "mlx5_1"}}}},
+		{" ^mlx5_2 ", rdma.DeviceFilter{Exclude: true, Entries: []rdma.DeviceEntry{{Name: "mlx5_2"}}}},
+		{"mlx5_0:1, ,ens1f0", rdma.DeviceFilter{Entries: []rdma.DeviceEntry{{Name: "mlx5_0", Port: 1}, {Name: "ens1f0"}}}},
 	} {
-		got, err := verbs.ParseDeviceFilter(c.in)
+		got, err := rdma.ParseDeviceFilter(c.in)
 		require.NoError(t, err, c.in)
 		require.Equal(t, c.want, got, c.in)
 	}
 	for _, bad := range []string{"^", "mlx5_0:0", "mlx5_0:x", "a/b", ":1"} {
-		_, err := verbs.ParseDeviceFilter(bad)
+		_, err := rdma.ParseDeviceFilter(bad)
 		require.Error(t, err, bad)
 	}
-	f, _ := verbs.ParseDeviceFilter("^mlx5_0:1,mlx5_1")
+	f, _ := rdma.ParseDeviceFilter("^mlx5_0:1,mlx5_1")
 	require.Equal(t, "^mlx5_0:1,mlx5_1", f.String())
 }
 
@@ -121,23 +122,23 @@ func TestSelectGID(t *testing.T) {
 		{Index: 4, GID: v4, Type: verbs.GIDTypeRoCEv2},
 		{Index: 5},
 	}
-	g, err := verbs.SelectGID(roce, verbs.LinkEthernet, -1)
+	g, err := rdma.SelectGID(roce, verbs.LinkEthernet, -1)
 	require.NoError(t, err)
 	require.Equal(t, 4, g.Index, "RoCE v2 with an IPv4 address first")
-	g, _ = verbs.SelectGID(roce[:4], verbs.LinkEthernet, -1)
+	g, _ = rdma.SelectGID(roce[:4], verbs.LinkEthernet, -1)
 	require.Equal(t, 2, g.Index, "then RoCE v2 with a global IPv6 address")
-	g, _ = verbs.SelectGID(roce[:2], verbs.LinkEthernet, -1)
+	g, _ = rdma.SelectGID(roce[:2], verbs.LinkEthernet, -1)
 	require.Equal(t, 1, g.Index, "then RoCE v2 link-local")
-	g, err = verbs.SelectGID(roce, verbs.LinkEthernet, 3)
+	g, err = rdma.SelectGID(roce, verbs.LinkEthernet, 3)
 	require.NoError(t, err)
 	require.Equal(t, 3, g.Index, "a forced index wins")
-	_, err = verbs.SelectGID(roce, verbs.LinkEthernet, 5)
+	_, err = rdma.SelectGID(roce, verbs.LinkEthernet, 5)
 	require.ErrorContains(t, err, "empty")
-	_, err = verbs.SelectGID(roce, verbs.LinkEthernet, 9)
+	_, err = rdma.SelectGID(roce, verbs.LinkEthernet, 9)
 	require.ErrorContains(t, err, "not in the table")
-	g, _ = verbs.SelectGID([]verbs.GIDEntry{{Index: 0, GID: ll}, {Index: 1, GID: v6}}, verbs.LinkInfiniBand, -1)
+	g, _ = rdma.SelectGID([]verbs.GIDEntry{{Index: 0, GID: ll}, {Index: 1, GID: v6}}, verbs.LinkInfiniBand, -1)
 	require.Equal(t, 0, g.Index, "InfiniBand takes the first valid entry")
-	_, err = verbs.SelectGID([]verbs.GIDEntry{{Index: 0}}, verbs.LinkEthernet, -1)
+	_, err = rdma.SelectGID([]verbs.GIDEntry{{Index: 0}}, verbs.LinkEthernet, -1)
 	require.Error(t, err)
 }
 
@@ -158,18 +159,18 @@ func testEnv() core.BackendEnv {
 }
 
 // nicsOf builds a backend on h and returns the names of the NICs it uses.
-func nicsOf(t *testing.T, h *sim.Host, cfg verbs.RDMAConfig, o verbs.Options) ([]string, error) {
+func nicsOf(t *testing.T, h *sim.Host, cfg rdma.Config, o rdma.Options) ([]string, error) {
 	t.Helper()
 	if o.Getenv == nil {
 		o.Getenv = noEnv
 	}
-	b, err := verbs.NewFactory(h, o)(testEnv(), cfg)
+	b, err := rdma.NewFactory(h, o)(testEnv(), cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer b.Close()
 	var names []string
-	for _, n := range b.(*verbs.Backend).NICs() {
+	for _, n := range b.(*rdma.Backend).NICs() {
 		names = append(names, n.Name)
 	}
 	return names, nil
@@ -178,7 +179,7 @@ func nicsOf(t *testing.T, h *sim.Host, cfg verbs.RDMAConfig, o verbs.Options) ([
 func TestNICSelection(t *testing.T) {
 	f := sim.NewFabric(sim.Config{})
 	h := threeNICs(f, "h")
-	topo := verbs.Topology{Root: fakeSysfs(t, "two-sockets")}
+	topo := rdma.Topology{Root: fakeSysfs(t, "two-sockets")}
 	netdev := func(n string) (string, error) {
 		if n == "ens1f0" {
 			return "mlx5_1", nil
@@ -210,13 +211,13 @@ func TestNICSelection(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			env := c.env
-			o := verbs.Options{GPUBusID: c.gpu, Topology: topo, Netdev: netdev, Getenv: func(k string) string {
+			o := rdma.Options{GPUBusID: c.gpu, Topology: topo, Netdev: netdev, Getenv: func(k string) string {
 				if k == "MORI_RDMA_DEVICES" {
 					return env
 				}
 				return ""
 			}}
-			got, err := nicsOf(t, h, verbs.RDMAConfig{Devices: c.devices}, o)
+			got, err := nicsOf(t, h, rdma.Config{Devices: c.devices}, o)
 			if c.err != "" {
 				require.ErrorContains(t, err, c.err)
 				return
@@ -230,10 +231,10 @@ func TestNICSelection(t *testing.T) {
 func TestNoActivePortIsNotSupported(t *testing.T) {
 	f := sim.NewFabric(sim.Config{})
 	h := f.AddHost("h", sim.NIC{Name: "mlx5_0", PortDown: true})
-	_, err := nicsOf(t, h, verbs.RDMAConfig{}, verbs.Options{})
+	_, err := nicsOf(t, h, rdma.Config{}, rdma.Options{})
 	require.ErrorIs(t, err, verbs.ErrNotSupported)
 	require.ErrorContains(t, err, "mlx5_0 port 1 is DOWN")
-	_, err = nicsOf(t, f.AddHost("empty"), verbs.RDMAConfig{}, verbs.Options{})
+	_, err = nicsOf(t, f.AddHost("empty"), rdma.Config{}, rdma.Options{})
 	require.ErrorIs(t, err, verbs.ErrNotSupported)
 	require.ErrorContains(t, err, "no RDMA device")
 }
@@ -242,15 +243,15 @@ func TestGIDIndexAndPathMTUFromMORIVariables(t *testing.T) {
 	f := sim.NewFabric(sim.Config{})
 	h := f.AddHost("h", sim.NIC{Name: "mlx5_0"})
 	env := map[string]string{"MORI_IB_GID_INDEX": "1", "MORI_IB_PATH_MTU": "1024"}
-	b, err := verbs.NewFactory(h, verbs.Options{Getenv: func(k string) string { return env[k] }})(testEnv(), verbs.RDMAConfig{})
+	b, err := rdma.NewFactory(h, rdma.Options{Getenv: func(k string) string { return env[k] }})(testEnv(), rdma.Config{})
 	require.NoError(t, err)
 	defer b.Close()
-	n := b.(*verbs.Backend).NICs()[0]
+	n := b.(*rdma.Backend).NICs()[0]
 	require.Equal(t, byte(0xfe), n.GID[0], "GID index 1 is the link-local RoCE v2 entry")
 	require.Equal(t, verbs.MTU1024, n.MTU)
 
 	env["MORI_IB_PATH_MTU"] = "1000"
-	_, err = verbs.NewFactory(h, verbs.Options{Getenv: func(k string) string { return env[k] }})(testEnv(), verbs.RDMAConfig{})
+	_, err = rdma.NewFactory(h, rdma.Options{Getenv: func(k string) string { return env[k] }})(testEnv(), rdma.Config{})
 	require.ErrorContains(t, err, "MORI_IB_PATH_MTU")
 }
 
@@ -258,14 +259,14 @@ func TestConfigIsValidated(t *testing.T) {
 	f := sim.NewFabric(sim.Config{})
 	h := f.AddHost("h", sim.NIC{Name: "mlx5_0"})
 	for _, c := range []struct {
-		cfg verbs.RDMAConfig
+		cfg rdma.Config
 		err string
 	}{
-		{verbs.RDMAConfig{QPPerTransfer: 65}, "qp_per_transfer 65"},
-		{verbs.RDMAConfig{PollCQMode: 2}, "poll_cq_mode 2"},
-		{verbs.RDMAConfig{Devices: "^"}, "nothing to exclude"},
+		{rdma.Config{QPPerTransfer: 65}, "qp_per_transfer 65"},
+		{rdma.Config{PollCQMode: 2}, "poll_cq_mode 2"},
+		{rdma.Config{Devices: "^"}, "nothing to exclude"},
 	} {
-		_, err := nicsOf(t, h, c.cfg, verbs.Options{})
+		_, err := nicsOf(t, h, c.cfg, rdma.Options{})
 		require.ErrorContains(t, err, c.err)
 		require.Equal(t, core.ErrInvalidArgs, core.CodeOf(err))
 	}
@@ -282,13 +283,13 @@ func TestNICNearestTheGPUOfMemoryAlreadyRegistered(t *testing.T) {
 	gpu := busGPU{newFakeGPU(t, 1<<16)}
 	e, err := stack.New(stack.Config{Config: engine.Config{
 		Key: "gpu-engine", Mode: engine.ModeRDMA, GPU: gpu, Logger: testLogger(),
-	}, RDMA: verbs.NewFactory(h, verbs.Options{Topology: verbs.Topology{Root: fakeSysfs(t, "two-sockets")}, Getenv: noEnv})})
+	}, RDMA: rdma.NewFactory(h, rdma.Options{Topology: rdma.Topology{Root: fakeSysfs(t, "two-sockets")}, Getenv: noEnv})})
 	require.NoError(t, err)
 	defer e.Close()
 	_, err = e.RegisterMemory(gpu.base(), 1<<16, 1, core.LocationGPU)
 	require.NoError(t, err)
 	createRDMA(t, e, defaultRDMA())
-	nics := e.DataBackend().(*verbs.Backend).NICs()
+	nics := e.DataBackend().(*rdma.Backend).NICs()
 	require.Len(t, nics, 1)
 	require.Equal(t, "mlx5_2", nics[0].Name)
 }

@@ -1,4 +1,4 @@
-package verbs
+package rdma
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/verbs"
 )
 
 // goTracked runs f in a goroutine that Close waits for; it reports false
@@ -133,22 +134,22 @@ func (b *Backend) asyncLoop(n *nic) {
 		}
 		var victims []*conn
 		switch ev.Type {
-		case EventQPFatal, EventQPReqErr, EventQPAccessErr:
+		case verbs.EventQPFatal, verbs.EventQPReqErr, verbs.EventQPAccessErr:
 			if v, ok := n.qpns.Load(ev.QPNum); ok {
 				victims = append(victims, v.(*conn))
 			}
-		case EventCQErr:
+		case verbs.EventCQErr:
 			if v, ok := b.byCQ.Load(ev.CQ); ok {
 				victims = append(victims, v.(*conn))
 			}
-		case EventDeviceFatal:
+		case verbs.EventDeviceFatal:
 			for _, c := range *b.conns.Load() {
 				if c.nic == n {
 					victims = append(victims, c)
 				}
 			}
 			b.log.Error("rdma: device fatal error", "device", n.name)
-		case EventPortErr:
+		case verbs.EventPortErr:
 			b.log.Warn("rdma: port went down", "device", n.name, "port", ev.Port)
 		default:
 			b.log.Debug("rdma: async event", "device", n.name, "event", ev.Type)

@@ -1,4 +1,4 @@
-package verbs_test
+package rdma_test
 
 import (
 	"fmt"
@@ -14,6 +14,7 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/stack"
+	"github.com/mori-go/mori-go/transport/rdma"
 	"github.com/mori-go/mori-go/verbs"
 	"github.com/mori-go/mori-go/verbs/sim"
 )
@@ -140,7 +141,7 @@ func TestSimTwoNICsCarryOneTransfer(t *testing.T) {
 	o := engineOpts{cfg: defaultRDMA()}
 	o.cfg.Devices = "mlx5_0,mlx5_1"
 	p := newSimPair(t, o, sim.NIC{Name: "mlx5_0"}, sim.NIC{Name: "mlx5_1"})
-	require.Len(t, p.a.DataBackend().(*verbs.Backend).NICs(), 2)
+	require.Len(t, p.a.DataBackend().(*rdma.Backend).NICs(), 2)
 	const n = 8 << 20
 	src, dst := alloc(t, n), alloc(t, n)
 	fill(src.Bytes(), 11)
@@ -154,7 +155,7 @@ func TestSimTwoNICsCarryOneTransfer(t *testing.T) {
 
 func TestSimInfiniBandRoutesByLID(t *testing.T) {
 	p := newSimPair(t, engineOpts{}, sim.NIC{Name: "mlx5_0", Link: verbs.LinkInfiniBand})
-	nics := p.a.DataBackend().(*verbs.Backend).NICs()
+	nics := p.a.DataBackend().(*rdma.Backend).NICs()
 	require.Equal(t, verbs.LinkInfiniBand, nics[0].Link)
 	require.NotZero(t, nics[0].LID)
 	src, dst := alloc(t, 1<<16), alloc(t, 1<<16)

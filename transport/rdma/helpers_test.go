@@ -1,4 +1,4 @@
-package verbs_test
+package rdma_test
 
 import (
 	"io"
@@ -13,7 +13,7 @@ import (
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/internal/hostmem"
 	"github.com/mori-go/mori-go/stack"
-	"github.com/mori-go/mori-go/verbs"
+	"github.com/mori-go/mori-go/transport/rdma"
 	"github.com/mori-go/mori-go/verbs/sim"
 )
 
@@ -28,14 +28,14 @@ func testLogger() *slog.Logger {
 }
 
 type engineOpts struct {
-	cfg     verbs.RDMAConfig
-	opts    verbs.Options
+	cfg     rdma.Config
+	opts    rdma.Options
 	timeout time.Duration
 	gpu     core.GPU
 }
 
-func defaultRDMA() verbs.RDMAConfig {
-	return verbs.RDMAConfig{QPPerTransfer: 4, PostBatchSize: 8, EnableNotification: true}
+func defaultRDMA() rdma.Config {
+	return rdma.Config{QPPerTransfer: 4, PostBatchSize: 8, EnableNotification: true}
 }
 
 // newSimEngine starts an engine whose RDMA backend runs on host h.
@@ -50,7 +50,7 @@ func newSimEngine(t *testing.T, key string, h *sim.Host, o engineOpts) *engine.E
 	e, err := stack.New(stack.Config{Config: engine.Config{
 		Key: key, Mode: engine.ModeRDMA,
 		TransferTimeout: o.timeout, Logger: testLogger(), GPU: o.gpu,
-	}, RDMA: verbs.NewFactory(h, o.opts)})
+	}, RDMA: rdma.NewFactory(h, o.opts)})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, e.Close()) })
 	typ, err := e.CreateBackend(core.BackendRDMA, o.cfg)
@@ -72,7 +72,7 @@ func newSimPair(t *testing.T, o engineOpts, nics ...sim.NIC) *simPair {
 	if len(nics) == 0 {
 		nics = []sim.NIC{{Name: "mlx5_0"}}
 	}
-	if o.cfg == (verbs.RDMAConfig{}) {
+	if o.cfg == (rdma.Config{}) {
 		o.cfg = defaultRDMA()
 	}
 	p := &simPair{fab: sim.NewFabric(sim.Config{})}
@@ -141,13 +141,13 @@ func newBareEngine(t *testing.T, key string, h *sim.Host) *engine.Engine {
 	e, err := stack.New(stack.Config{Config: engine.Config{
 		Key: key, Mode: engine.ModeRDMA,
 		TransferTimeout: 20 * time.Second, Logger: testLogger(),
-	}, RDMA: verbs.NewFactory(h, verbs.Options{Getenv: noEnv})})
+	}, RDMA: rdma.NewFactory(h, rdma.Options{Getenv: noEnv})})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, e.Close()) })
 	return e
 }
 
-func createRDMA(t *testing.T, e *engine.Engine, cfg verbs.RDMAConfig) {
+func createRDMA(t *testing.T, e *engine.Engine, cfg rdma.Config) {
 	t.Helper()
 	typ, err := e.CreateBackend(core.BackendRDMA, cfg)
 	require.NoError(t, err)

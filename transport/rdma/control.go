@@ -1,9 +1,10 @@
-package verbs
+package rdma
 
 import (
 	"fmt"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/verbs"
 )
 
 // HandleControl answers a peer's set-up message (see proto.go): CONNECT
@@ -113,7 +114,7 @@ func (b *Backend) handleConnect(from string, m *message) ([]byte, error) {
 			}
 		} else {
 			link := e.Link
-			n, err := b.nicFor(int(e.Index), func(l LinkLayer) bool { return l == link })
+			n, err := b.nicFor(int(e.Index), func(l verbs.LinkLayer) bool { return l == link })
 			if err != nil {
 				return nil, core.Errorf(core.ErrRDMAOp, "rdma: qp %d for %q (%s): %w", e.Index, from, link, err)
 			}

@@ -1,4 +1,4 @@
-package verbs
+package rdma
 
 import (
 	"encoding/binary"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/verbs"
 )
 
 // Wire formats of the RDMA backend, all little-endian and versioned. Every
@@ -102,11 +103,11 @@ const connectFull = 1
 type Endpoint struct {
 	QPN  uint32
 	PSN  uint32
-	GID  GID
+	GID  verbs.GID
 	LID  uint16
 	Port uint8
-	MTU  MTU
-	Link LinkLayer
+	MTU  verbs.MTU
+	Link verbs.LinkLayer
 	NIC  uint8 // index of the NIC in the sender's list
 }
 
@@ -214,8 +215,8 @@ func (r *reader) endpoint() Endpoint {
 	copy(e.GID[:], r.take(16, "gid"))
 	e.LID = r.u16("lid")
 	e.Port = r.u8("port")
-	e.MTU = MTU(r.u8("mtu"))
-	e.Link = LinkLayer(r.u8("link layer"))
+	e.MTU = verbs.MTU(r.u8("mtu"))
+	e.Link = verbs.LinkLayer(r.u8("link layer"))
 	e.NIC = r.u8("nic")
 	if r.err != nil {
 		return e
@@ -229,7 +230,7 @@ func (r *reader) endpoint() Endpoint {
 		r.fail("port 0")
 	case e.MTU.Bytes() == 0:
 		r.fail("mtu %d", e.MTU)
-	case e.Link > LinkEthernet:
+	case e.Link > verbs.LinkEthernet:
 		r.fail("link layer %d", e.Link)
 	case e.NIC >= MaxNICs:
 		r.fail("nic %d, at most %d", e.NIC, MaxNICs-1)
@@ -381,11 +382,11 @@ func decodeMemoryBlob(b []byte) ([]RemoteKey, error) {
 // NICInfo is what an engine publishes of one of its NICs.
 type NICInfo struct {
 	Name string
-	GID  GID
+	GID  verbs.GID
 	LID  uint16
 	Port uint8
-	MTU  MTU
-	Link LinkLayer
+	MTU  verbs.MTU
+	Link verbs.LinkLayer
 }
 
 func encodeEngineBlob(nics []NICInfo) []byte {
@@ -424,14 +425,14 @@ func decodeEngineBlob(b []byte) ([]NICInfo, error) {
 		copy(x.GID[:], r.take(16, "gid"))
 		x.LID = r.u16("lid")
 		x.Port = r.u8("port")
-		x.MTU = MTU(r.u8("mtu"))
-		x.Link = LinkLayer(r.u8("link layer"))
+		x.MTU = verbs.MTU(r.u8("mtu"))
+		x.Link = verbs.LinkLayer(r.u8("link layer"))
 		l := int(r.u8("name length"))
 		if r.err == nil && l > maxDeviceName {
 			r.fail("device name of %d bytes", l)
 		}
 		x.Name = string(r.take(l, "name"))
-		if r.err == nil && (x.Port == 0 || x.MTU.Bytes() == 0 || x.Link > LinkEthernet) {
+		if r.err == nil && (x.Port == 0 || x.MTU.Bytes() == 0 || x.Link > verbs.LinkEthernet) {
 			r.fail("nic %d: port %d mtu %d link %d", i, x.Port, x.MTU, x.Link)
 		}
 		nics = append(nics, x)

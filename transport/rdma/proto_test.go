@@ -1,4 +1,4 @@
-package verbs
+package rdma
 
 import (
 	"testing"
@@ -6,9 +6,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/verbs"
 )
 
-var testEndpoint = Endpoint{QPN: 0x1234, PSN: 0xabcdef, GID: GID{0xfe, 0x80, 15: 1}, LID: 7, Port: 1, MTU: MTU4096, Link: LinkEthernet, NIC: 1}
+var testEndpoint = Endpoint{QPN: 0x1234, PSN: 0xabcdef, GID: verbs.GID{0xfe, 0x80, 15: 1}, LID: 7, Port: 1, MTU: verbs.MTU4096, Link: verbs.LinkEthernet, NIC: 1}
 
 // seedMessages are valid messages of every type; the fuzz targets start
 // from them (and from the corpus in testdata/fuzz).
@@ -64,7 +65,7 @@ func TestBlobsAndNotificationsRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, keys, got)
 
-	nics := []NICInfo{{Name: "mlx5_0", GID: testEndpoint.GID, LID: 3, Port: 1, MTU: MTU1024, Link: LinkInfiniBand}}
+	nics := []NICInfo{{Name: "mlx5_0", GID: testEndpoint.GID, LID: 3, Port: 1, MTU: verbs.MTU1024, Link: verbs.LinkInfiniBand}}
 	gotN, err := decodeEngineBlob(encodeEngineBlob(nics))
 	require.NoError(t, err)
 	require.Equal(t, nics, gotN)
@@ -112,8 +113,8 @@ func FuzzMemoryBlob(f *testing.F) {
 }
 
 func FuzzEngineBlob(f *testing.F) {
-	f.Add(encodeEngineBlob([]NICInfo{{Name: "mlx5_0", GID: testEndpoint.GID, Port: 1, MTU: MTU4096, Link: LinkEthernet}}))
-	f.Add(encodeEngineBlob([]NICInfo{{Name: "ib0", LID: 9, Port: 2, MTU: MTU2048, Link: LinkInfiniBand}, {Name: "", Port: 1, MTU: MTU256}}))
+	f.Add(encodeEngineBlob([]NICInfo{{Name: "mlx5_0", GID: testEndpoint.GID, Port: 1, MTU: verbs.MTU4096, Link: verbs.LinkEthernet}}))
+	f.Add(encodeEngineBlob([]NICInfo{{Name: "ib0", LID: 9, Port: 2, MTU: verbs.MTU2048, Link: verbs.LinkInfiniBand}, {Name: "", Port: 1, MTU: verbs.MTU256}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		nics, err := decodeEngineBlob(b)
 		if err != nil {

@@ -1,4 +1,4 @@
-package verbs_test
+package rdma_test
 
 import (
 	"testing"
@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/transport/rdma"
 	"github.com/mori-go/mori-go/verbs"
 )
 
@@ -14,7 +15,7 @@ import (
 // (QPs are rebuilt in the background).
 func usableAgain(t *testing.T, p *simPair, sd, dd core.MemoryDesc, uid *uint64) {
 	t.Helper()
-	rb := p.a.DataBackend().(*verbs.Backend)
+	rb := p.a.DataBackend().(*rdma.Backend)
 	require.Eventually(t, func() bool {
 		ready, total := rb.Ready(p.b.Key())
 		return total > 0 && ready == total

@@ -1,0 +1,270 @@
+package rdma
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/verbs"
+)
+
+// nic is one port of one device that the backend uses.
+type nic struct {
+	idx  int
+	name string
+	ctx  verbs.Context
+	pd   verbs.PD
+	ch   verbs.CompChannel // event mode only
+	dev  verbs.DeviceAttr
+	port uint8
+	attr verbs.PortAttr
+	gid  verbs.GIDEntry
+	mtu  verbs.MTU // path MTU cap: the active MTU, or less if configured
+
+	qpns sync.Map // qpn -> *conn, for async events
+}
+
+func (n *nic) info() NICInfo {
+	return NICInfo{Name: n.name, GID: n.gid.GID, LID: n.attr.LID, Port: n.port, MTU: n.mtu, Link: n.link()}
+}
+
+func (n *nic) link() verbs.LinkLayer {
+	if n.attr.LinkLayer == verbs.LinkEthernet {
+		return verbs.LinkEthernet
+	}
+	return verbs.LinkInfiniBand
+}
+
+// Backend is the RDMA data plane of one engine. It implements
+// core.Backend, core.MemoryBackend and core.ControlHandler.
+type Backend struct {
+	env  core.BackendEnv
+	s    *settings
+	log  *slog.Logger
+	nics []*nic
+	blob []byte
+
+	targetMu sync.Mutex // serializes CONNECTs
+	mu       sync.Mutex
+	peers    map[string]*peer           // this engine as initiator
+	targets  map[string]map[uint8]*conn // this engine as target: peer -> QP index -> conn
+	nTargets int
+	closed   bool
+
+	conns    atomic.Pointer[[]*conn] // every conn, for the polling loop
+	connsMu  sync.Mutex
+	byCQ     sync.Map // CQ -> *conn, for event mode
+	inflight atomic.Int64
+	kick     chan struct{}
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+var (
+	_ core.Backend        = (*Backend)(nil)
+	_ core.MemoryBackend  = (*Backend)(nil)
+	_ core.ControlHandler = (*Backend)(nil)
+)
+
+func newBackend(p verbs.Provider, env core.BackendEnv, s *settings) (*Backend, error) {
+	if env.Logger == nil {
+		env.Logger = slog.New(slog.DiscardHandler)
+	}
+	if env.Inbound == nil {
+		env.Inbound = core.NewInboundTable(0)
+	}
+	ports, err := openPorts(p, s)
+	if err != nil {
+		return nil, err
+	}
+	ports, why := choosePorts(ports, s, env)
+	b := &Backend{
+		env:     env,
+		s:       s,
+		log:     env.Logger.With("backend", "rdma"),
+		peers:   make(map[string]*peer),
+		targets: make(map[string]map[uint8]*conn),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	b.conns.Store(&[]*conn{})
+	for i, pc := range ports {
+		n, err := b.setupNIC(i, pc)
+		if err != nil {
+			for _, q := range ports[i:] {
+				q.ctx.Close()
+			}
+			b.teardownNICs()
+			return nil, err
+		}
+		b.nics = append(b.nics, n)
+	}
+	infos := make([]NICInfo, len(b.nics))
+	for i, n := range b.nics {
+		infos[i] = n.info()
+		b.log.Info("rdma nic", "device", n.name, "port", n.port, "link", n.link(), "gid", n.gid.GID, "gid_index", n.gid.Index,
+			"gid_type", n.gid.Type, "lid", n.attr.LID, "mtu", n.mtu.Bytes(), "why", why)
+	}
+	b.blob = encodeEngineBlob(infos)
+	b.log.Info("rdma backend up", "settings", s.String())
+	if s.eventMode {
+		for _, n := range b.nics {
+			b.wg.Add(1)
+			go b.eventLoop(n)
+		}
+	} else {
+		b.wg.Add(1)
+		go b.pollLoop()
+	}
+	for _, n := range b.nics {
+		b.wg.Add(1)
+		go b.asyncLoop(n)
+	}
+	return b, nil
+}
+
+func (b *Backend) setupNIC(i int, pc portChoice) (*nic, error) {
+	n := &nic{idx: i, name: pc.info.Name, ctx: pc.ctx, dev: pc.dev, port: pc.port, attr: pc.attr, mtu: pc.attr.ActiveMTU}
+	if b.s.PathMTU != 0 {
+		if m, _ := verbs.MTUFromBytes(b.s.PathMTU); m < n.mtu {
+			n.mtu = m
+		}
+	}
+	if n.mtu.Bytes() == 0 {
+		n.mtu = verbs.MTU1024
+	}
+	var gids []verbs.GIDEntry
+	for j := 0; j < pc.attr.GIDTableLen && j < 256; j++ {
+		e, err := pc.ctx.QueryGID(pc.port, j)
+		if err == nil {
+			gids = append(gids, e)
+		}
+	}
+	gid, err := SelectGID(gids, n.link(), b.s.gidIndex)
+	switch {
+	case err != nil && n.link() == verbs.LinkEthernet:
+		pc.ctx.Close()
+		return nil, fmt.Errorf("%w: %s port %d: %v", verbs.ErrNotSupported, n.name, n.port, err)
+	case err == nil:
+		n.gid = gid
+	}
+	if n.link() == verbs.LinkInfiniBand && pc.attr.LID == 0 && n.gid.GID.IsZero() {
+		pc.ctx.Close()
+		return nil, fmt.Errorf("%w: %s port %d: InfiniBand port without a LID (no subnet manager?)", verbs.ErrNotSupported, n.name, n.port)
+	}
+	if n.pd, err = pc.ctx.AllocPD(); err != nil {
+		pc.ctx.Close()
+		return nil, err
+	}
+	if b.s.eventMode {
+		if n.ch, err = pc.ctx.CreateCompChannel(); err != nil {
+			n.pd.Close()
+			pc.ctx.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func (b *Backend) teardownNICs() {
+	for _, n := range b.nics {
+		var errs []error
+		if n.ch != nil {
+			errs = append(errs, n.ch.Close())
+		}
+		errs = append(errs, n.pd.Close(), n.ctx.Close())
+		if err := errors.Join(errs...); err != nil {
+			b.log.Warn("rdma: closing a NIC", "device", n.name, "err", err)
+		}
+	}
+	b.nics = nil
+}
+
+// Type reports core.BackendRDMA.
+func (b *Backend) Type() core.BackendType { return core.BackendRDMA }
+
+// Blob publishes the NICs' addresses (GID, LID, port, MTU, link layer).
+func (b *Backend) Blob() []byte { return b.blob }
+
+// NICs returns the devices and ports in use.
+func (b *Backend) NICs() []NICInfo {
+	out := make([]NICInfo, len(b.nics))
+	for i, n := range b.nics {
+		out[i] = n.info()
+	}
+	return out
+}
+
+func (b *Backend) addConn(c *conn) {
+	b.connsMu.Lock()
+	defer b.connsMu.Unlock()
+	old := *b.conns.Load()
+	cs := make([]*conn, 0, len(old)+1)
+	cs = append(cs, old...)
+	cs = append(cs, c)
+	b.conns.Store(&cs)
+}
+
+func (b *Backend) dropConn(c *conn) {
+	b.connsMu.Lock()
+	defer b.connsMu.Unlock()
+	old := *b.conns.Load()
+	cs := make([]*conn, 0, len(old))
+	for _, x := range old {
+		if x != c {
+			cs = append(cs, x)
+		}
+	}
+	b.conns.Store(&cs)
+}
+
+// Close stops the pollers, closes every QP (failing what is in flight),
+// deregisters memory and closes the devices.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	peers := b.peers
+	targets := b.targets
+	b.peers = map[string]*peer{}
+	b.targets = map[string]map[uint8]*conn{}
+	b.mu.Unlock()
+	closed := core.Errorf(core.ErrBadState, "engine closed")
+	for _, p := range peers {
+		p.close(closed)
+	}
+	for _, cs := range targets {
+		for _, c := range cs {
+			c.close(closed)
+		}
+	}
+	close(b.stop)
+	b.wg.Wait()
+	if b.env.Registry != nil {
+		b.env.Registry.Each(b.DeregisterMemory)
+	}
+	b.teardownNICs()
+	return nil
+}
+
+func randomPSN() uint32 { return rand.Uint32() & 0xffffff }
+
+// backoff waits d or until the backend stops; it reports whether to go on.
+func (b *Backend) backoff(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-b.stop:
+		return false
+	}
+}
