@@ -29,7 +29,7 @@ func benchHost(b *testing.B, f func(b *testing.B, d *gpu.Driver, host []byte, de
 			b.Run(sizeName(n)+"/"+kind, func(b *testing.B) {
 				host := make([]byte, n)
 				if kind == "pinned" {
-					host = allocPinned(b, d, n)
+					host = allocPinned(b, d, n, 0)
 				}
 				b.SetBytes(int64(n))
 				f(b, d, host, p)

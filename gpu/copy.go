@@ -7,7 +7,7 @@ import (
 )
 
 // getStream takes an idle stream of device from the pool, or makes one.
-func (d *Driver) getStream(device int) (unsafe.Pointer, error) {
+func (d *Driver) getStream(device int) (stream, error) {
 	d.poolMu.Lock()
 	if ss := d.streams[device]; len(ss) > 0 {
 		s := ss[len(ss)-1]
@@ -18,13 +18,13 @@ func (d *Driver) getStream(device int) (unsafe.Pointer, error) {
 	d.poolMu.Unlock()
 	s, err := d.b.newStream(device)
 	if err != nil {
-		return nil, err
+		return stream{}, err
 	}
 	d.log.Debug("gpu: created stream", "device", device)
 	return s, nil
 }
 
-func (d *Driver) putStream(device int, s unsafe.Pointer) {
+func (d *Driver) putStream(device int, s stream) {
 	d.poolMu.Lock()
 	d.streams[device] = append(d.streams[device], s)
 	d.poolMu.Unlock()
@@ -32,7 +32,7 @@ func (d *Driver) putStream(device int, s unsafe.Pointer) {
 
 // syncCopy runs copy on a pooled stream of device and waits for it. A
 // stream whose copy or wait failed is destroyed rather than reused.
-func (d *Driver) syncCopy(device int, copy func(s unsafe.Pointer) error) error {
+func (d *Driver) syncCopy(device int, copy func(s stream) error) error {
 	if err := d.enter(); err != nil {
 		return err
 	}
@@ -43,10 +43,10 @@ func (d *Driver) syncCopy(device int, copy func(s unsafe.Pointer) error) error {
 	}
 	err = copy(s)
 	if err == nil {
-		err = d.b.syncStream(s, device)
+		err = d.waitStream(s, device)
 	}
 	if err != nil {
-		_ = d.b.syncStream(s, device)
+		_ = d.waitStream(s, device) // what was queued finishes before the stream goes
 		_ = d.b.destroyStream(s, device)
 		return err
 	}
@@ -68,7 +68,7 @@ func (d *Driver) CopyToHost(dst []byte, src uintptr, device int) error {
 	var pin runtime.Pinner
 	pin.Pin(&dst[0])
 	defer pin.Unpin()
-	return d.syncCopy(device, func(s unsafe.Pointer) error {
+	return d.syncCopy(device, func(s stream) error {
 		return d.b.copyD2H(s, device, unsafe.Pointer(&dst[0]), src, uint64(len(dst)))
 	})
 }
@@ -82,7 +82,7 @@ func (d *Driver) CopyFromHost(dst uintptr, src []byte, device int) error {
 	var pin runtime.Pinner
 	pin.Pin(&src[0])
 	defer pin.Unpin()
-	return d.syncCopy(device, func(s unsafe.Pointer) error {
+	return d.syncCopy(device, func(s stream) error {
 		return d.b.copyH2D(s, device, dst, unsafe.Pointer(&src[0]), uint64(len(src)))
 	})
 }
@@ -93,7 +93,7 @@ func (d *Driver) CopyDeviceToDevice(dst, src uintptr, n uint64, device int) erro
 	if n == 0 {
 		return nil
 	}
-	return d.syncCopy(device, func(s unsafe.Pointer) error {
+	return d.syncCopy(device, func(s stream) error {
 		return d.b.copyD2D(s, device, dst, src, n)
 	})
 }
@@ -117,7 +117,7 @@ func (d *Driver) CopyDeviceBatch(device int, copies []Copy) error {
 	if len(copies) == 0 {
 		return nil
 	}
-	return d.syncCopy(device, func(s unsafe.Pointer) error {
+	return d.syncCopy(device, func(s stream) error {
 		for i, c := range copies {
 			if c.Size == 0 {
 				continue
@@ -131,9 +131,10 @@ func (d *Driver) CopyDeviceBatch(device int, copies []Copy) error {
 }
 
 // AllocPinned allocates n bytes of page-locked host memory, outside the Go
-// heap, that the GPU can reach by DMA. free releases it; buf must not be
-// used after free, and free may be called once.
-func (d *Driver) AllocPinned(n int) (buf []byte, free func() error, err error) {
+// heap, that the GPU can reach by DMA, in device's context (the one that
+// will copy it: no other device gets a context for it). free releases it;
+// buf must not be used after free, and free may be called once.
+func (d *Driver) AllocPinned(n int, device int) (buf []byte, free func() error, err error) {
 	if n <= 0 {
 		return nil, nil, fmt.Errorf("gpu: AllocPinned(%d): size must be positive", n)
 	}
@@ -141,7 +142,10 @@ func (d *Driver) AllocPinned(n int) (buf []byte, free func() error, err error) {
 		return nil, nil, err
 	}
 	defer d.mu.RUnlock()
-	p, err := d.b.allocHost(n)
+	if device < 0 || device >= d.b.deviceCount() {
+		return nil, nil, errNoDevice(device, d.b.deviceCount())
+	}
+	p, err := d.b.allocHost(n, device)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -150,7 +154,7 @@ func (d *Driver) AllocPinned(n int) (buf []byte, free func() error, err error) {
 			return err
 		}
 		defer d.mu.RUnlock()
-		return d.b.freeHost(p)
+		return d.b.freeHost(p, device)
 	})
 	return unsafe.Slice((*byte)(p), n), free, nil
 }
@@ -176,7 +180,7 @@ func (d *Driver) FreeDevice(ptr uintptr) error {
 		return err
 	}
 	defer d.mu.RUnlock()
-	info, err := d.b.pointerInfo(ptr)
+	info, err := d.b.pointerInfo(ptr, -1)
 	if err != nil {
 		return err
 	}

@@ -63,25 +63,41 @@ const maxIdleStagers = 64
 // backend is one vendor's driver. Calls that take a device run with that
 // device current on the calling thread and leave the thread as they found
 // it. Copies are asynchronous on the stream s, which belongs to device.
+// After a sticky error (see stickyState) every call fails at once.
 type backend interface {
 	deviceCount() int
-	pointerInfo(ptr uintptr) (PointerInfo, error)
+	// pointerInfo asks about ptr; hint is the device the caller expects
+	// it on (-1: none), whose context a query may need.
+	pointerInfo(ptr uintptr, hint int) (PointerInfo, error)
 	allocDevice(n uint64, device int) (uintptr, error)
 	freeDevice(ptr uintptr, device int) error
-	allocHost(n int) (unsafe.Pointer, error)
-	freeHost(p unsafe.Pointer) error
-	newStream(device int) (unsafe.Pointer, error)
-	destroyStream(s unsafe.Pointer, device int) error
-	syncStream(s unsafe.Pointer, device int) error
-	copyD2H(s unsafe.Pointer, device int, dst unsafe.Pointer, src uintptr, n uint64) error
-	copyH2D(s unsafe.Pointer, device int, dst uintptr, src unsafe.Pointer, n uint64) error
-	copyD2D(s unsafe.Pointer, device int, dst, src uintptr, n uint64) error
+	// allocHost and freeHost: page-locked memory, allocated in device's
+	// context where the driver needs one.
+	allocHost(n int, device int) (unsafe.Pointer, error)
+	freeHost(p unsafe.Pointer, device int) error
+	newStream(device int) (stream, error)
+	destroyStream(s stream, device int) error
+	// recordDone records s.done after the work queued on s; queryDone
+	// reports whether that work has finished, without blocking.
+	recordDone(s stream, device int) error
+	queryDone(s stream) (bool, error)
+	copyD2H(s stream, device int, dst unsafe.Pointer, src uintptr, n uint64) error
+	copyH2D(s stream, device int, dst uintptr, src unsafe.Pointer, n uint64) error
+	copyD2D(s stream, device int, dst, src uintptr, n uint64) error
 	ipcGet(ptr uintptr, device int) (IPCHandle, error)
 	ipcOpen(h *IPCHandle, device int) (uintptr, error)
 	ipcClose(ptr uintptr, device int) error
-	dmabuf(ptr uintptr, size uint64, device int) (int, error)
+	// dmabuf exports [ptr, ptr+size) of the allocation info describes and
+	// returns the fd and the offset of ptr in it.
+	dmabuf(ptr uintptr, size uint64, info PointerInfo) (fd int, offset uint64, err error)
 	pciBusID(device int) (string, error)
 	close() error
+}
+
+// stream is a driver stream and the event that waits for it.
+type stream struct {
+	h    unsafe.Pointer // CUstream, hipStream_t
+	done unsafe.Pointer // CUevent, hipEvent_t
 }
 
 // Driver is an open GPU driver. Its methods are safe for concurrent use.
@@ -96,7 +112,7 @@ type Driver struct {
 	closed bool
 
 	poolMu  sync.Mutex
-	streams map[int][]unsafe.Pointer // idle streams per device, for the synchronous copies
+	streams map[int][]stream // idle streams per device, for the synchronous copies
 
 	// Pooled Stagers for ReadStaged and WriteStaged, guarded by poolMu.
 	// Close sets stagingClosed and waits for staging (the Stagers lent
@@ -188,7 +204,7 @@ func open(vendor Vendor, names []string, opts *Options, log *slog.Logger) (*Driv
 	}
 	log.Info("gpu: driver opened", "vendor", vendor.String(), "library", lib.name,
 		"already_loaded", lib.reused, "devices", b.deviceCount())
-	return &Driver{vendor: vendor, lib: lib.name, log: log, b: b, streams: make(map[int][]unsafe.Pointer),
+	return &Driver{vendor: vendor, lib: lib.name, log: log, b: b, streams: make(map[int][]stream),
 		slots: opts.StagingSlots, slotSize: opts.StagingSlotSize, stagers: make(map[int][]*Stager)}, nil
 }
 
@@ -253,5 +269,10 @@ func (d *Driver) Close() error {
 	d.streams = nil
 	errs = append(errs, d.b.close())
 	d.log.Info("gpu: driver closed", "vendor", d.vendor.String(), "library", d.lib)
+	for i, err := range errs {
+		if errors.Is(err, ErrDeviceLost) {
+			errs[i] = nil // a lost device releases nothing: not Close's failure
+		}
+	}
 	return errors.Join(errs...)
 }

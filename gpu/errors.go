@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mori-go/mori-go/core"
 )
@@ -13,6 +14,13 @@ import (
 // core.ErrNotSupported, the project's one "not supported": errors.Is holds
 // for both on every such error of this package.
 var ErrNotSupported = fmt.Errorf("gpu: %w", core.ErrNotSupported)
+
+// ErrDeviceLost is wrapped by a driver error that corrupts the device
+// context for good (CUDA's and HIP's "sticky" errors: 700 illegal address,
+// 719 launch failure, ...) and by every error of the Driver after one: the
+// GPU path is then unusable until the process restarts, and the Driver
+// says so at once rather than calling the driver again.
+var ErrDeviceLost = errors.New("gpu: device context lost to a sticky error (restart the process to use the GPU again)")
 
 // errClosed is returned by calls on a closed Driver.
 var errClosed = errors.New("gpu: driver is closed")
@@ -35,9 +43,45 @@ func (e *driverError) Error() string {
 }
 
 // Is makes errors.Is(err, ErrNotSupported) true for a missing symbol or a
-// driver's "not supported" code.
+// driver's "not supported" code, and errors.Is(err, ErrDeviceLost) for a
+// sticky error.
 func (e *driverError) Is(target error) bool {
-	return (target == ErrNotSupported || target == core.ErrNotSupported) && (e.code < 0 || e.code == codeNotSupported)
+	switch target {
+	case ErrNotSupported, core.ErrNotSupported:
+		return e.code < 0 || e.code == codeNotSupported
+	case ErrDeviceLost:
+		return isSticky(e.code)
+	}
+	return false
+}
+
+// isSticky reports whether a CUresult or hipError_t leaves the context
+// unusable: 700 illegal address, 702 launch timeout, 714-719 (hardware
+// stack error, illegal instruction, misaligned address, invalid address
+// space, invalid PC, launch failure). HIP uses the same numbers.
+func isSticky(code int) bool {
+	return code == 700 || code == 702 || (code >= 714 && code <= 719)
+}
+
+// stickyState remembers a backend's first sticky error.
+type stickyState struct {
+	first atomic.Pointer[driverError]
+}
+
+// note records e if it is sticky, and returns it.
+func (s *stickyState) note(e *driverError) error {
+	if isSticky(e.code) && s.first.CompareAndSwap(nil, e) {
+		return fmt.Errorf("%w: %w", ErrDeviceLost, e)
+	}
+	return e
+}
+
+// check fails once a sticky error has happened.
+func (s *stickyState) check() error {
+	if e := s.first.Load(); e != nil {
+		return fmt.Errorf("%w; first error: %v", ErrDeviceLost, e)
+	}
+	return nil
 }
 
 func missingSymbol(op string) error {

@@ -29,7 +29,10 @@ typedef struct {
 	hip_res (*hostFree)(void *);
 	hip_res (*streamCreateWithFlags)(void **, unsigned int);
 	hip_res (*streamDestroy)(void *);
-	hip_res (*streamSynchronize)(void *);
+	hip_res (*eventCreateWithFlags)(void **, unsigned int);
+	hip_res (*eventRecord)(void *, void *);
+	hip_res (*eventQuery)(void *);
+	hip_res (*eventDestroy)(void *);
 	hip_res (*memcpyAsync)(void *, const void *, size_t, int, void *);
 	hip_res (*ipcGetMemHandle)(hip_ipc_handle *, void *);
 	hip_res (*ipcOpenMemHandle)(void **, hip_ipc_handle, unsigned int);
@@ -37,6 +40,7 @@ typedef struct {
 	hip_res (*memGetHandleForAddressRange)(void *, void *, size_t, int, unsigned long long);
 	const char *(*getErrorString)(hip_res);
 	hip_res (*deviceGetPCIBusId)(char *, int, int);
+	int (*hsaExportDmabuf)(const void *, size_t, int *, uint64_t *); // hsa_amd_portable_export_dmabuf, ROCr
 } hip_table;
 
 typedef struct {
@@ -62,7 +66,10 @@ static const char *hip_load(void *lib, hip_table *t) {
 		{"hipHostFree", offsetof(hip_table, hostFree), 1},
 		{"hipStreamCreateWithFlags", offsetof(hip_table, streamCreateWithFlags), 1},
 		{"hipStreamDestroy", offsetof(hip_table, streamDestroy), 1},
-		{"hipStreamSynchronize", offsetof(hip_table, streamSynchronize), 1},
+		{"hipEventCreateWithFlags", offsetof(hip_table, eventCreateWithFlags), 1},
+		{"hipEventRecord", offsetof(hip_table, eventRecord), 1},
+		{"hipEventQuery", offsetof(hip_table, eventQuery), 1},
+		{"hipEventDestroy", offsetof(hip_table, eventDestroy), 1},
 		{"hipMemcpyAsync", offsetof(hip_table, memcpyAsync), 1},
 		{"hipIpcGetMemHandle", offsetof(hip_table, ipcGetMemHandle), 1},
 		{"hipIpcOpenMemHandle", offsetof(hip_table, ipcOpenMemHandle), 1},
@@ -70,6 +77,9 @@ static const char *hip_load(void *lib, hip_table *t) {
 		{"hipMemGetHandleForAddressRange", offsetof(hip_table, memGetHandleForAddressRange), 0},
 		{"hipGetErrorString", offsetof(hip_table, getErrorString), 1},
 		{"hipDeviceGetPCIBusId", offsetof(hip_table, deviceGetPCIBusId), 0},
+		// dlsym through the runtime's handle also searches what it links:
+		// ROCr (libhsa-runtime64).
+		{"hsa_amd_portable_export_dmabuf", offsetof(hip_table, hsaExportDmabuf), 0},
 	};
 	for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
 		void *p = dlsym(lib, syms[i].name);
@@ -112,7 +122,14 @@ static hip_res hip_stream_create_with_flags(hip_table *t, void **s, unsigned int
 	return t->streamCreateWithFlags(s, flags);
 }
 static hip_res hip_stream_destroy(hip_table *t, void *s) { return t->streamDestroy(s); }
-static hip_res hip_stream_synchronize(hip_table *t, void *s) { return t->streamSynchronize(s); }
+static hip_res hip_event_create(hip_table *t, void **e, unsigned int flags) { return t->eventCreateWithFlags(e, flags); }
+static hip_res hip_event_record(hip_table *t, void *e, void *s) { return t->eventRecord(e, s); }
+static hip_res hip_event_query(hip_table *t, void *e) { return t->eventQuery(e); }
+static hip_res hip_event_destroy(hip_table *t, void *e) { return t->eventDestroy(e); }
+// hsa_export_dmabuf returns hsa_status_t (0: success), or hip_missing.
+static int hsa_export_dmabuf(hip_table *t, uintptr_t p, size_t n, int *fd, uint64_t *off) {
+	return t->hsaExportDmabuf ? t->hsaExportDmabuf((const void *)p, n, fd, off) : hip_missing;
+}
 static hip_res hip_memcpy_d2h_async(hip_table *t, void *dst, uintptr_t src, size_t n, void *s) {
 	return t->memcpyAsync(dst, (const void *)src, n, 2, s); // hipMemcpyDeviceToHost
 }
@@ -142,6 +159,7 @@ static const char *hip_get_error_string(hip_table *t, hip_res r) { return t->get
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -154,12 +172,15 @@ const (
 	hipErrorInvalidValue     = 1
 	hipErrorNoDevice         = 100
 	hipErrorNotFound         = 500
-	hipAttrMemoryType        = 2 // HIP_POINTER_ATTRIBUTE_MEMORY_TYPE
-	hipAttrDeviceOrdinal     = 9 // HIP_POINTER_ATTRIBUTE_DEVICE_ORDINAL
-	hipStreamNonBlocking     = 1 // hipStreamNonBlocking
-	hipHostMallocPortable    = 1 // hipHostMallocPortable
-	hipIpcLazyPeerAccess     = 1 // hipIpcMemLazyEnablePeerAccess, the only flag hipIpcOpenMemHandle accepts
-	hipRangeHandleTypeDmaBuf = 1 // hipMemRangeHandleTypeDmaBufFd
+	hipErrorNotReady         = 600
+	hipAttrMemoryType        = 2  // HIP_POINTER_ATTRIBUTE_MEMORY_TYPE
+	hipAttrDeviceOrdinal     = 9  // HIP_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+	hipAttrLegacyIPC         = 10 // HIP_POINTER_ATTRIBUTE_IS_LEGACY_HIP_IPC_CAPABLE
+	hipEventDisableTiming    = 2  // hipEventDisableTiming
+	hipStreamNonBlocking     = 1  // hipStreamNonBlocking
+	hipHostMallocPortable    = 1  // hipHostMallocPortable
+	hipIpcLazyPeerAccess     = 1  // hipIpcMemLazyEnablePeerAccess, the only flag hipIpcOpenMemHandle accepts
+	hipRangeHandleTypeDmaBuf = 1  // hipMemRangeHandleTypeDmaBufFd
 	// hipMemoryTypeDevice was 1 before ROCm 6.0 and is 2 since (the enum
 	// gained hipMemoryTypeUnregistered = 0).
 	hipMemoryTypeDeviceV5 = 1
@@ -177,6 +198,7 @@ type hipBackend struct {
 	ndev       int
 	memTypeDev C.uint // hipMemoryTypeDevice of this runtime's enum
 	log        *slog.Logger
+	fatal      stickyState
 }
 
 func newHIP(lib *library, log *slog.Logger) (*hipBackend, error) {
@@ -226,7 +248,7 @@ func (h *hipBackend) err(op string, r C.hip_res) error {
 	if s := C.hip_get_error_string(h.t, r); s != nil {
 		msg = C.GoString(s)
 	}
-	return &driverError{op: op, code: int(r), msg: msg}
+	return h.fatal.note(&driverError{op: op, code: int(r), msg: msg})
 }
 
 func (h *hipBackend) deviceCount() int { return h.ndev }
@@ -236,6 +258,9 @@ func (h *hipBackend) deviceCount() int { return h.ndev }
 func (h *hipBackend) do(device int, op string, f func() C.hip_res) error {
 	if device < 0 || device >= h.ndev {
 		return errNoDevice(device, h.ndev)
+	}
+	if err := h.fatal.check(); err != nil {
+		return err
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -252,7 +277,11 @@ func (h *hipBackend) do(device int, op string, f func() C.hip_res) error {
 	return h.err(op, f())
 }
 
-func (h *hipBackend) pointerInfo(ptr uintptr) (PointerInfo, error) {
+// pointerInfo asks about ptr; HIP needs no device for it (hint unused).
+func (h *hipBackend) pointerInfo(ptr uintptr, hint int) (PointerInfo, error) {
+	if err := h.fatal.check(); err != nil {
+		return PointerInfo{}, err
+	}
 	host := PointerInfo{Device: -1}
 	var base C.uintptr_t
 	var size C.size_t
@@ -278,7 +307,11 @@ func (h *hipBackend) pointerInfo(ptr uintptr) (PointerInfo, error) {
 	if r := C.hip_pointer_get_attribute(h.t, unsafe.Pointer(&ord), hipAttrDeviceOrdinal, C.uintptr_t(ptr)); r != hipSuccess {
 		return PointerInfo{}, h.err("hipPointerGetAttribute(DEVICE_ORDINAL)", r)
 	}
-	return PointerInfo{IsDevice: true, Device: int(ord), AllocBase: uintptr(base), AllocSize: uint64(size)}, nil
+	// As with CUDA, memory legacy IPC cannot share is VMM memory; runtimes
+	// without the attribute are taken to have none.
+	var legacy C.int
+	vmm := C.hip_pointer_get_attribute(h.t, unsafe.Pointer(&legacy), hipAttrLegacyIPC, C.uintptr_t(ptr)) == hipSuccess && legacy == 0
+	return PointerInfo{IsDevice: true, Device: int(ord), AllocBase: uintptr(base), AllocSize: uint64(size), VMM: vmm}, nil
 }
 
 func (h *hipBackend) allocDevice(n uint64, device int) (uintptr, error) {
@@ -291,47 +324,75 @@ func (h *hipBackend) freeDevice(ptr uintptr, device int) error {
 	return h.do(device, "hipFree", func() C.hip_res { return C.hip_free(h.t, C.uintptr_t(ptr)) })
 }
 
-func (h *hipBackend) allocHost(n int) (unsafe.Pointer, error) {
+// allocHost needs no device: hipHostMalloc'd memory is portable.
+func (h *hipBackend) allocHost(n int, _ int) (unsafe.Pointer, error) {
+	if err := h.fatal.check(); err != nil {
+		return nil, err
+	}
 	var p unsafe.Pointer
 	r := C.hip_host_malloc(h.t, &p, C.size_t(n), hipHostMallocPortable)
 	return p, h.err("hipHostMalloc", r)
 }
 
-func (h *hipBackend) freeHost(p unsafe.Pointer) error {
+func (h *hipBackend) freeHost(p unsafe.Pointer, _ int) error {
 	return h.err("hipHostFree", C.hip_host_free(h.t, p))
 }
 
-func (h *hipBackend) newStream(device int) (unsafe.Pointer, error) {
-	var s unsafe.Pointer
+func (h *hipBackend) newStream(device int) (stream, error) {
+	var s, e unsafe.Pointer
 	err := h.do(device, "hipStreamCreateWithFlags", func() C.hip_res {
 		return C.hip_stream_create_with_flags(h.t, &s, hipStreamNonBlocking)
 	})
-	return s, err
+	if err != nil {
+		return stream{}, err
+	}
+	err = h.do(device, "hipEventCreateWithFlags", func() C.hip_res { return C.hip_event_create(h.t, &e, hipEventDisableTiming) })
+	if err != nil {
+		_ = h.do(device, "hipStreamDestroy", func() C.hip_res { return C.hip_stream_destroy(h.t, s) })
+		return stream{}, err
+	}
+	return stream{h: s, done: e}, nil
 }
 
-func (h *hipBackend) destroyStream(s unsafe.Pointer, device int) error {
-	return h.do(device, "hipStreamDestroy", func() C.hip_res { return C.hip_stream_destroy(h.t, s) })
+func (h *hipBackend) destroyStream(s stream, device int) error {
+	return errors.Join(
+		h.do(device, "hipEventDestroy", func() C.hip_res { return C.hip_event_destroy(h.t, s.done) }),
+		h.do(device, "hipStreamDestroy", func() C.hip_res { return C.hip_stream_destroy(h.t, s.h) }))
 }
 
-func (h *hipBackend) syncStream(s unsafe.Pointer, device int) error {
-	return h.do(device, "hipStreamSynchronize", func() C.hip_res { return C.hip_stream_synchronize(h.t, s) })
+func (h *hipBackend) recordDone(s stream, device int) error {
+	return h.do(device, "hipEventRecord", func() C.hip_res { return C.hip_event_record(h.t, s.done, s.h) })
 }
 
-func (h *hipBackend) copyD2H(s unsafe.Pointer, device int, dst unsafe.Pointer, src uintptr, n uint64) error {
+func (h *hipBackend) queryDone(s stream) (bool, error) {
+	if err := h.fatal.check(); err != nil {
+		return false, err
+	}
+	switch r := C.hip_event_query(h.t, s.done); r {
+	case hipSuccess:
+		return true, nil
+	case hipErrorNotReady:
+		return false, nil
+	default:
+		return false, h.err("hipEventQuery", r)
+	}
+}
+
+func (h *hipBackend) copyD2H(s stream, device int, dst unsafe.Pointer, src uintptr, n uint64) error {
 	return h.do(device, "hipMemcpyAsync(DeviceToHost)", func() C.hip_res {
-		return C.hip_memcpy_d2h_async(h.t, dst, C.uintptr_t(src), C.size_t(n), s)
+		return C.hip_memcpy_d2h_async(h.t, dst, C.uintptr_t(src), C.size_t(n), s.h)
 	})
 }
 
-func (h *hipBackend) copyH2D(s unsafe.Pointer, device int, dst uintptr, src unsafe.Pointer, n uint64) error {
+func (h *hipBackend) copyH2D(s stream, device int, dst uintptr, src unsafe.Pointer, n uint64) error {
 	return h.do(device, "hipMemcpyAsync(HostToDevice)", func() C.hip_res {
-		return C.hip_memcpy_h2d_async(h.t, C.uintptr_t(dst), src, C.size_t(n), s)
+		return C.hip_memcpy_h2d_async(h.t, C.uintptr_t(dst), src, C.size_t(n), s.h)
 	})
 }
 
-func (h *hipBackend) copyD2D(s unsafe.Pointer, device int, dst, src uintptr, n uint64) error {
+func (h *hipBackend) copyD2D(s stream, device int, dst, src uintptr, n uint64) error {
 	return h.do(device, "hipMemcpyAsync(DeviceToDevice)", func() C.hip_res {
-		return C.hip_memcpy_d2d_async(h.t, C.uintptr_t(dst), C.uintptr_t(src), C.size_t(n), s)
+		return C.hip_memcpy_d2d_async(h.t, C.uintptr_t(dst), C.uintptr_t(src), C.size_t(n), s.h)
 	})
 }
 
@@ -355,12 +416,34 @@ func (h *hipBackend) ipcClose(ptr uintptr, device int) error {
 	return h.do(device, "hipIpcCloseMemHandle", func() C.hip_res { return C.hip_ipc_close_mem_handle(h.t, C.uintptr_t(ptr)) })
 }
 
-func (h *hipBackend) dmabuf(ptr uintptr, size uint64, device int) (int, error) {
+// dmabuf exports [ptr, ptr+size). HIP's dma-bufs cover the whole
+// allocation around the address, whatever range is asked for: ROCr's
+// hsa_amd_portable_export_dmabuf says where ptr lies in it, and without it
+// that is ptr's offset in its allocation.
+func (h *hipBackend) dmabuf(ptr uintptr, size uint64, info PointerInfo) (int, uint64, error) {
 	fd := C.int(-1)
-	err := h.do(device, "hipMemGetHandleForAddressRange", func() C.hip_res {
-		return C.hip_mem_get_handle_for_address_range(h.t, &fd, C.uintptr_t(ptr), C.size_t(size), hipRangeHandleTypeDmaBuf, 0)
+	var off C.uint64_t
+	var status C.int
+	err := h.do(info.Device, "hsa_amd_portable_export_dmabuf", func() C.hip_res {
+		status = C.hsa_export_dmabuf(h.t, C.uintptr_t(ptr), C.size_t(size), &fd, &off)
+		return hipSuccess
 	})
-	return int(fd), err
+	switch {
+	case err != nil:
+		return -1, 0, err
+	case status == 0:
+		return int(fd), uint64(off), nil
+	case status != C.hip_missing:
+		return -1, 0, fmt.Errorf("gpu: hsa_amd_portable_export_dmabuf(%#x, %d): hsa_status_t %#x", ptr, size, int(status))
+	}
+	start, end := pageSpan(ptr, size)
+	err = h.do(info.Device, "hipMemGetHandleForAddressRange", func() C.hip_res {
+		return C.hip_mem_get_handle_for_address_range(h.t, &fd, C.uintptr_t(start), C.size_t(end-start), hipRangeHandleTypeDmaBuf, 0)
+	})
+	if err != nil {
+		return -1, 0, err
+	}
+	return int(fd), uint64(ptr - info.AllocBase), nil
 }
 
 func (h *hipBackend) pciBusID(device int) (string, error) {

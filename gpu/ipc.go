@@ -19,12 +19,18 @@ func (d *Driver) IPCExport(ptr uintptr) (h IPCHandle, offset uint64, err error) 
 		return h, 0, err
 	}
 	defer d.mu.RUnlock()
-	info, err := d.b.pointerInfo(ptr)
+	info, err := d.b.pointerInfo(ptr, -1)
 	if err != nil {
 		return h, 0, err
 	}
 	if !info.IsDevice {
 		return h, 0, fmt.Errorf("gpu: IPCExport(%#x): pointer is host memory", ptr)
+	}
+	if info.VMM {
+		// Sharing it takes cuMemRetainAllocationHandle and
+		// cuMemExportToShareableHandle (a file descriptor passed to the
+		// peer): not done yet, see docs/hardware.md.
+		return h, 0, fmt.Errorf("%w: IPCExport(%#x): VMM memory (cuMemCreate/cuMemMap, e.g. PyTorch expandable_segments), which legacy IPC cannot share", ErrNotSupported, ptr)
 	}
 	h, err = d.b.ipcGet(info.AllocBase, info.Device)
 	if err != nil {
@@ -47,7 +53,7 @@ func (d *Driver) IPCOpen(h IPCHandle, offset uint64, device int) (ptr uintptr, c
 		return 0, nil, err
 	}
 	unmap := func() error { return d.b.ipcClose(base, device) }
-	if info, err := d.b.pointerInfo(base); err == nil && info.IsDevice && offset >= info.AllocSize {
+	if info, err := d.b.pointerInfo(base, device); err == nil && info.IsDevice && offset >= info.AllocSize {
 		_ = unmap()
 		return 0, nil, fmt.Errorf("gpu: IPCOpen: offset %d is outside the %d-byte allocation", offset, info.AllocSize)
 	}
@@ -78,7 +84,7 @@ func (d *Driver) IPCMap(h IPCHandle, device int) (base uintptr, size uint64, unm
 		return 0, 0, nil, err
 	}
 	release := func() error { return d.b.ipcClose(base, device) }
-	info, err := d.b.pointerInfo(base)
+	info, err := d.b.pointerInfo(base, device)
 	switch {
 	case err != nil:
 		_ = release()

@@ -17,6 +17,11 @@ type PointerInfo struct {
 	// the allocator's whole segment.
 	AllocBase uintptr
 	AllocSize uint64
+	// VMM is true for memory that legacy IPC cannot share: mapped with
+	// cuMemCreate/cuMemMap (PyTorch's expandable_segments) or from a
+	// stream-ordered pool. AllocBase and AllocSize are then one mapping,
+	// and a buffer may span several adjacent ones.
+	VMM bool
 }
 
 // PointerInfo asks the driver about ptr.
@@ -25,7 +30,7 @@ func (d *Driver) PointerInfo(ptr uintptr) (PointerInfo, error) {
 		return PointerInfo{}, err
 	}
 	defer d.mu.RUnlock()
-	return d.b.pointerInfo(ptr)
+	return d.b.pointerInfo(ptr, -1)
 }
 
 // CheckDeviceRange returns nil when all of [ptr, ptr+size) is device memory
@@ -49,9 +54,9 @@ func (d *Driver) CheckDeviceRange(ptr uintptr, size uint64, device int) error {
 	case device < 0 || device >= d.b.deviceCount():
 		return bad("no such device (%d devices)", d.b.deviceCount())
 	}
-	info, err := d.b.pointerInfo(ptr)
+	info, err := d.b.pointerInfo(ptr, device)
 	if err != nil {
-		return bad("%v", err)
+		return fmt.Errorf("gpu range %#x+%d on device %d: %w", ptr, size, device, err)
 	}
 	if !info.IsDevice {
 		return bad("pointer is host memory")
@@ -60,13 +65,23 @@ func (d *Driver) CheckDeviceRange(ptr uintptr, size uint64, device int) error {
 		return bad("belongs to device %d", info.Device)
 	}
 	end := uint64(ptr) + size
-	allocEnd := uint64(info.AllocBase) + info.AllocSize
-	if end <= allocEnd {
-		return nil
+	for {
+		allocEnd := uint64(info.AllocBase) + info.AllocSize
+		if end <= allocEnd {
+			return nil
+		}
+		next, err := d.b.pointerInfo(uintptr(allocEnd), device)
+		switch {
+		case err != nil || !next.IsDevice:
+			return bad("extends past the end of allocation %#x+%d", info.AllocBase, info.AllocSize)
+		case !info.VMM || !next.VMM:
+			return bad("spans allocations (allocation %#x+%d ends before range end)", info.AllocBase, info.AllocSize)
+		case next.Device != device:
+			return bad("spans devices (the mapping at %#x belongs to device %d)", allocEnd, next.Device)
+		case uint64(next.AllocBase) != allocEnd:
+			return bad("mapping %#x+%d does not start where the one before it ends", next.AllocBase, next.AllocSize)
+		}
+		// VMM memory: the next mapping continues the range.
+		info = next
 	}
-	last, err := d.b.pointerInfo(uintptr(end - 1))
-	if err == nil && last.IsDevice && last.AllocBase != info.AllocBase {
-		return bad("spans allocations (allocation %#x+%d ends before range end)", info.AllocBase, info.AllocSize)
-	}
-	return bad("extends past the end of allocation %#x+%d", info.AllocBase, info.AllocSize)
 }

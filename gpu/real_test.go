@@ -61,7 +61,7 @@ func TestRealCopies(t *testing.T) {
 	const n = 256 << 20
 	p := allocDevice(t, d, n, 0)
 	pageable := make([]byte, n)
-	pinned := allocPinned(t, d, n)
+	pinned := allocPinned(t, d, n, 0)
 	dst := allocDevice(t, d, n, 0)
 	logRate := func(what string, f func() error) {
 		require.NoError(t, f()) // warm up

@@ -24,12 +24,16 @@ type Stager struct {
 	mu     sync.Mutex
 	slots  []stagerSlot
 	closed bool
+	// broken is set when a driver call failed: the slots' streams may be
+	// unusable. Errors of the consumer or producer (a socket) leave the
+	// Stager whole, and the Driver's pool keeps it.
+	broken bool
 }
 
 type stagerSlot struct {
 	host    unsafe.Pointer // page-locked, slotSize bytes
 	buf     []byte         // view of host
-	stream  unsafe.Pointer
+	stream  stream
 	pending bool // a copy is queued on stream and not yet waited for
 }
 
@@ -47,13 +51,13 @@ func NewStager(d *Driver, device int, slots int, slotSize int) (*Stager, error) 
 			return errNoDevice(device, d.b.deviceCount())
 		}
 		for range slots {
-			host, err := d.b.allocHost(slotSize)
+			host, err := d.b.allocHost(slotSize, device)
 			if err != nil {
 				return err
 			}
 			st, err := d.b.newStream(device)
 			if err != nil {
-				_ = d.b.freeHost(host)
+				_ = d.b.freeHost(host, device)
 				return err
 			}
 			s.slots = append(s.slots, stagerSlot{host: host, buf: unsafe.Slice((*byte)(host), slotSize), stream: st})
@@ -134,7 +138,16 @@ func (s *Stager) wait(sl *stagerSlot) error {
 		return nil
 	}
 	sl.pending = false
-	return s.d.call(func() error { return s.d.b.syncStream(sl.stream, s.device) })
+	return s.driverCall(func() error { return s.d.waitStream(sl.stream, s.device) })
+}
+
+// driverCall runs f as a Driver call and marks s broken when it fails.
+func (s *Stager) driverCall(f func() error) error {
+	err := s.d.call(f)
+	if err != nil {
+		s.broken = true
+	}
+	return err
 }
 
 // drain waits for every queued copy, so that no DMA into or out of a slot
@@ -187,7 +200,7 @@ func (s *Stager) ReadDeviceSpans(spans []Span, consume func([]byte) error) (err 
 	issue := func(i uint64) error {
 		sl, l := s.chunk(i, n)
 		sl.pending = true // even a failed call may have queued some pieces
-		return s.d.call(func() error {
+		return s.driverCall(func() error {
 			return cur.take(l, func(addr uintptr, at, k uint64) error {
 				return s.d.b.copyD2H(sl.stream, s.device, unsafe.Add(sl.host, at), addr, k)
 			})
@@ -253,7 +266,7 @@ func (s *Stager) WriteDeviceSpans(spans []Span, produce func([]byte) error) (err
 			return err
 		}
 		sl.pending = true
-		err := s.d.call(func() error {
+		err := s.driverCall(func() error {
 			return cur.take(l, func(addr uintptr, at, k uint64) error {
 				return s.d.b.copyH2D(sl.stream, s.device, addr, unsafe.Add(sl.host, at), k)
 			})
@@ -289,12 +302,17 @@ func (d *Driver) borrowStager(device int) (*Stager, error) {
 	return s, nil
 }
 
-// returnStager puts s back in the pool, or closes it when the transfer
-// failed (its streams may be unusable), the pool is full or the Driver is
-// closing.
-func (d *Driver) returnStager(device int, s *Stager, failed bool) {
+// returnStager puts s back in the pool, or closes it when a driver call
+// failed in it (its streams may be unusable), the pool is full or the
+// Driver is closing. A transfer that failed for another reason (the
+// network) keeps its Stager: freeing page-locked memory synchronizes the
+// whole device, inside the application's process.
+func (d *Driver) returnStager(device int, s *Stager) {
+	s.mu.Lock()
+	broken := s.broken
+	s.mu.Unlock()
 	d.poolMu.Lock()
-	keep := !failed && !d.stagingClosed && len(d.stagers[device]) < maxIdleStagers
+	keep := !broken && !d.stagingClosed && len(d.stagers[device]) < maxIdleStagers
 	if keep {
 		d.stagers[device] = append(d.stagers[device], s)
 	}
@@ -318,7 +336,7 @@ func (d *Driver) ReadStaged(device int, spans []Span, consume func([]byte) error
 		return err
 	}
 	err = s.ReadDeviceSpans(spans, consume)
-	d.returnStager(device, s, err != nil)
+	d.returnStager(device, s)
 	return err
 }
 
@@ -332,7 +350,7 @@ func (d *Driver) WriteStaged(device int, spans []Span, produce func([]byte) erro
 		return err
 	}
 	err = s.WriteDeviceSpans(spans, produce)
-	d.returnStager(device, s, err != nil)
+	d.returnStager(device, s)
 	return err
 }
 
@@ -348,7 +366,7 @@ func (s *Stager) Close() error {
 	errs = append(errs, s.d.call(func() error {
 		var errs []error
 		for _, sl := range s.slots {
-			errs = append(errs, s.d.b.destroyStream(sl.stream, s.device), s.d.b.freeHost(sl.host))
+			errs = append(errs, s.d.b.destroyStream(sl.stream, s.device), s.d.b.freeHost(sl.host, s.device))
 		}
 		return errors.Join(errs...)
 	}))

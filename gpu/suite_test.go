@@ -51,9 +51,9 @@ func allocDevice(tb testing.TB, d *gpu.Driver, n uint64, device int) uintptr {
 	return p
 }
 
-func allocPinned(tb testing.TB, d *gpu.Driver, n int) []byte {
+func allocPinned(tb testing.TB, d *gpu.Driver, n int, dev int) []byte {
 	tb.Helper()
-	buf, free, err := d.AllocPinned(n)
+	buf, free, err := d.AllocPinned(n, dev)
 	require.NoError(tb, err)
 	require.Len(tb, buf, n)
 	tb.Cleanup(func() { require.NoError(tb, free()) })
@@ -71,7 +71,7 @@ func checkPointerInfo(t *testing.T, d *gpu.Driver, dev int) {
 	require.NoError(t, err)
 	require.Equal(t, gpu.PointerInfo{Device: -1}, info)
 
-	pinned := allocPinned(t, d, page)
+	pinned := allocPinned(t, d, page, dev)
 	info, err = d.PointerInfo(addr(pinned))
 	require.NoError(t, err)
 	require.False(t, info.IsDevice, "page-locked host memory is not device memory")
@@ -96,7 +96,7 @@ func checkDeviceRanges(t *testing.T, d *gpu.Driver, dev int, strict bool) {
 		host := addr(make([]byte, page)) // only queried, never dereferenced
 		err := d.CheckDeviceRange(host, page, dev)
 		require.EqualError(t, err, fmt.Sprintf("gpu range %#x+%d on device %d: pointer is host memory", host, page, dev))
-		pinned := allocPinned(t, d, page)
+		pinned := allocPinned(t, d, page, dev)
 		require.ErrorContains(t, d.CheckDeviceRange(addr(pinned), page, dev), "pointer is host memory")
 	})
 	t.Run("null and empty", func(t *testing.T) {
@@ -144,7 +144,7 @@ func checkCopies(t *testing.T, d *gpu.Driver, dev int, strict bool) {
 
 	dst := allocDevice(t, d, n, dev)
 	require.NoError(t, d.CopyDeviceToDevice(dst, src, n, dev))
-	pinned := allocPinned(t, d, n)
+	pinned := allocPinned(t, d, n, dev)
 	require.NoError(t, d.CopyToHost(pinned, dst, dev))
 	require.True(t, bytes.Equal(data, pinned), "device to device copy differs")
 
