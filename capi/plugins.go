@@ -28,7 +28,7 @@ func openGPU(mode string, log *slog.Logger) (core.GPU, error) {
 		return nil, nil
 	case "", "auto":
 		d, err := gpu.Open(gpu.Options{Logger: log})
-		if errors.Is(err, gpu.ErrNotSupported) {
+		if errors.Is(err, core.ErrNotSupported) {
 			log.Debug("no GPU driver found", "reason", err.Error())
 			return nil, nil
 		}

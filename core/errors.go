@@ -5,30 +5,32 @@ import (
 	"fmt"
 )
 
+//go:generate go tool stringer -type=StatusCode -linecomment -output=statuscode_string.go
+
 // StatusCode is the state of a transfer. The values up to ErrGPUOp match
 // MORI-IO's StatusCode, so that callers written for MORI-IO read them alike.
 // Every code above ErrBegin is a failure.
 type StatusCode uint32
 
 const (
-	StatusSuccess    StatusCode = 0
-	StatusInit       StatusCode = 1
-	StatusInProgress StatusCode = 2
+	StatusSuccess    StatusCode = 0 // SUCCESS
+	StatusInit       StatusCode = 1 // INIT
+	StatusInProgress StatusCode = 2 // IN_PROGRESS
 
-	ErrBegin       StatusCode = 10
-	ErrInvalidArgs StatusCode = 11
-	ErrNotFound    StatusCode = 12
-	ErrRDMAOp      StatusCode = 13
-	ErrBadState    StatusCode = 14
-	ErrGPUOp       StatusCode = 15
+	ErrBegin       StatusCode = 10 // ERR_BEGIN
+	ErrInvalidArgs StatusCode = 11 // ERR_INVALID_ARGS
+	ErrNotFound    StatusCode = 12 // ERR_NOT_FOUND
+	ErrRDMAOp      StatusCode = 13 // ERR_RDMA_OP
+	ErrBadState    StatusCode = 14 // ERR_BAD_STATE
+	ErrGPUOp       StatusCode = 15 // ERR_GPU_OP
 	// ErrTimeout: the transfer did not finish within its timeout.
-	ErrTimeout StatusCode = 16
+	ErrTimeout StatusCode = 16 // ERR_TIMEOUT
 	// ErrConnection: the connection to the peer failed or was refused.
-	ErrConnection StatusCode = 17
+	ErrConnection StatusCode = 17 // ERR_CONNECTION
 	// ErrRemote: the remote engine refused the request.
-	ErrRemote StatusCode = 18
+	ErrRemote StatusCode = 18 // ERR_REMOTE
 	// ErrInternal: a bug in the engine (a recovered panic, for example).
-	ErrInternal StatusCode = 19
+	ErrInternal StatusCode = 19 // ERR_INTERNAL
 )
 
 // Failed reports whether c is a failure code.
@@ -36,36 +38,6 @@ func (c StatusCode) Failed() bool { return c > ErrBegin }
 
 // Terminal reports whether c is final (success or failure).
 func (c StatusCode) Terminal() bool { return c == StatusSuccess || c.Failed() }
-
-func (c StatusCode) String() string {
-	switch c {
-	case StatusSuccess:
-		return "SUCCESS"
-	case StatusInit:
-		return "INIT"
-	case StatusInProgress:
-		return "IN_PROGRESS"
-	case ErrInvalidArgs:
-		return "ERR_INVALID_ARGS"
-	case ErrNotFound:
-		return "ERR_NOT_FOUND"
-	case ErrRDMAOp:
-		return "ERR_RDMA_OP"
-	case ErrBadState:
-		return "ERR_BAD_STATE"
-	case ErrGPUOp:
-		return "ERR_GPU_OP"
-	case ErrTimeout:
-		return "ERR_TIMEOUT"
-	case ErrConnection:
-		return "ERR_CONNECTION"
-	case ErrRemote:
-		return "ERR_REMOTE"
-	case ErrInternal:
-		return "ERR_INTERNAL"
-	}
-	return fmt.Sprintf("STATUS(%d)", uint32(c))
-}
 
 // ErrNotSupported is wrapped by errors that mean a feature is absent on
 // this machine (no RDMA device, no GPU driver), as opposed to a request that

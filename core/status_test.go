@@ -139,7 +139,7 @@ func TestStatusCodes(t *testing.T) {
 		require.NotEmpty(t, c.String())
 	}
 	require.Equal(t, "ERR_TIMEOUT", ErrTimeout.String())
-	require.Equal(t, "STATUS(99)", StatusCode(99).String())
+	require.Equal(t, "StatusCode(99)", StatusCode(99).String())
 
 	base := errors.New("boom")
 	err := Errorf(ErrRemote, "wrapped: %w", base)

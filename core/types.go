@@ -1,70 +1,36 @@
 package core
 
-import "fmt"
+//go:generate go tool stringer -type=BackendType,MemoryLocation,Op -linecomment -output=types_string.go
 
 // BackendType names a data plane. The values match MORI-IO's BackendType.
 type BackendType uint8
 
 const (
-	BackendUnknown BackendType = 0
-	BackendXGMI    BackendType = 1
-	BackendRDMA    BackendType = 2
-	BackendTCP     BackendType = 3
-	BackendFabric  BackendType = 4
+	BackendUnknown BackendType = 0 // unknown
+	BackendXGMI    BackendType = 1 // xgmi
+	BackendRDMA    BackendType = 2 // rdma
+	BackendTCP     BackendType = 3 // tcp
+	BackendFabric  BackendType = 4 // fabric
 )
-
-func (b BackendType) String() string {
-	switch b {
-	case BackendXGMI:
-		return "xgmi"
-	case BackendRDMA:
-		return "rdma"
-	case BackendTCP:
-		return "tcp"
-	case BackendFabric:
-		return "fabric"
-	}
-	return fmt.Sprintf("backend(%d)", uint8(b))
-}
 
 // MemoryLocation says where registered memory lives. Values match MORI-IO.
 type MemoryLocation uint8
 
 const (
-	LocationUnknown MemoryLocation = 0
-	LocationCPU     MemoryLocation = 1
-	LocationGPU     MemoryLocation = 2
+	LocationUnknown MemoryLocation = 0 // unknown
+	LocationCPU     MemoryLocation = 1 // cpu
+	LocationGPU     MemoryLocation = 2 // gpu
 )
-
-func (l MemoryLocation) String() string {
-	switch l {
-	case LocationCPU:
-		return "cpu"
-	case LocationGPU:
-		return "gpu"
-	}
-	return fmt.Sprintf("location(%d)", uint8(l))
-}
 
 // Op is the direction of a one-sided transfer, seen from the initiator.
 type Op uint8
 
 const (
 	// OpWrite copies local memory into the remote engine's memory.
-	OpWrite Op = 1
+	OpWrite Op = 1 // write
 	// OpRead copies the remote engine's memory into local memory.
-	OpRead Op = 2
+	OpRead Op = 2 // read
 )
-
-func (o Op) String() string {
-	switch o {
-	case OpWrite:
-		return "write"
-	case OpRead:
-		return "read"
-	}
-	return fmt.Sprintf("op(%d)", uint8(o))
-}
 
 // Range is one contiguous piece of a transfer: Size bytes at LocalOffset in
 // the local memory and at RemoteOffset in the remote memory.
