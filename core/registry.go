@@ -22,9 +22,9 @@ type Region struct {
 	// Host reports that the CPU can address the memory directly: CPU
 	// memory, and GPU memory when no GPU driver is in the process.
 	Host bool
-	// Backend state attached at registration (an RDMA memory region, a GPU
-	// IPC export); owned by the backends.
-	Attachments sync.Map
+	// Attachments is the backends' state of the region (see
+	// AttachmentKey).
+	Attachments Attachments
 
 	token  Token // the capability peers present (Registry.Resolve)
 	mu     sync.Mutex

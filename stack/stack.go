@@ -60,10 +60,10 @@ func New(c Config) (*engine.Engine, error) {
 }
 
 // SameHost builds the same-host GPU path (package ipc) for an engine.
-func SameHost(env core.BackendEnv, dataPlane func() core.Backend) (engine.SameHost, error) {
+func SameHost(env core.BackendEnv) (engine.SameHost, error) {
 	b, err := ipc.New(env, ipc.Options{
 		NodeID: env.NodeID, Host: env.Host, Port: env.Port,
-		Timeout: env.CallTimeout, Fallback: dataPlane,
+		Timeout: env.CallTimeout,
 	})
 	if err != nil {
 		return nil, err

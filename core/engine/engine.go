@@ -177,7 +177,7 @@ func New(cfg Config) (*Engine, error) {
 	e.client = control.NewClient(ctl, cfg.Secret)
 	e.desc.Port = uint16(ctl.Port())
 	if _, ok := cfg.GPU.(core.GPUIPC); ok && !cfg.DisableIPC && cfg.SameHost != nil {
-		b, err := cfg.SameHost(e.env(core.BackendXGMI), e.DataBackend)
+		b, err := cfg.SameHost(e.env(core.BackendXGMI))
 		if err != nil {
 			ctl.Close()
 			return nil, fmt.Errorf("engine %q: %w", cfg.Key, err)
@@ -551,12 +551,25 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	if t.Done() {
 		tm.Stop()
 	}
-	if e.ipc != nil && e.ipc.Takes(t) {
-		e.ipc.Submit(t)
-		return st
+	e.route(t, data)
+	return st
+}
+
+// route is where a transfer's path is decided: the same-host GPU path
+// when it reaches the remote memory, the data plane otherwise.
+func (e *Engine) route(t *core.Transfer, data core.Backend) {
+	if e.ipc != nil {
+		sameHost, err := e.ipc.Reaches(t)
+		if err != nil {
+			t.FailErr(err)
+			return
+		}
+		if sameHost {
+			e.ipc.Submit(t)
+			return
+		}
 	}
 	data.Submit(t)
-	return st
 }
 
 // PopInboundTransferStatus returns what this engine knows of the transfer

@@ -9,15 +9,14 @@ import "github.com/mori-go/mori-go/core"
 type Factory func(env core.BackendEnv, cfg any) (core.Backend, error)
 
 // SameHost is the same-host GPU path as the engine uses it: a backend that
-// says which transfers it takes.
+// says whether it reaches a transfer's remote memory.
 type SameHost interface {
 	core.Backend
-	// Takes reports whether t goes this way (a peer on this node, GPU
-	// memory on both sides).
-	Takes(t *core.Transfer) bool
+	// Reaches reports whether t goes this way (a peer on this node, GPU
+	// memory on both sides, a remote memory the path can map; it may open
+	// that mapping, once per memory). An error fails t.
+	Reaches(t *core.Transfer) (bool, error)
 }
 
-// SameHostFactory builds the same-host path. dataPlane returns the
-// engine's data plane (nil before CreateBackend), for transfers the path
-// hands on.
-type SameHostFactory func(env core.BackendEnv, dataPlane func() core.Backend) (SameHost, error)
+// SameHostFactory builds the same-host path.
+type SameHostFactory func(env core.BackendEnv) (SameHost, error)

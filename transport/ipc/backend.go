@@ -16,10 +16,13 @@
 // (CLOSE) and waits until they have finished their copies and unmapped, so
 // that once DeregisterMemory returns nothing touches the memory.
 //
-// Where the path cannot be used (the driver refuses the handle: the peer is
-// in this very process, or the memory comes from an allocator whose memory
-// cannot be shared with legacy IPC), transfers go to the data backend
-// (TCP or RDMA) instead; that is decided once per remote memory and logged.
+// The engine asks Reaches, per transfer, whether a transfer goes this way
+// or over the data plane (TCP or RDMA); the first transfer to a remote
+// memory opens it there. Where the path cannot be used (the driver refuses
+// the handle: the peer is in this very process, or the memory comes from
+// an allocator whose memory cannot be shared with legacy IPC), Reaches
+// says no; that is decided once per remote memory and logged. Copies run
+// on a few worker goroutines (Options.Workers), not one per transfer.
 //
 // The target of a transfer on this path takes no part in it: as with
 // MORI-IO's XGMI backend, it records no inbound status
@@ -46,19 +49,23 @@ type Options struct {
 	// CLOSE.
 	Host string
 	Port uint16
-	// Fallback returns the data backend for transfers this path cannot
-	// take (nil if there is none yet).
-	Fallback func() core.Backend
+	// Workers is the number of goroutines that run copies (default 8).
+	Workers int
 	// Timeout bounds each control-plane call (default 10 s).
 	Timeout time.Duration
 }
+
+// jobQueue is how many transfers wait for a copy worker before Submit
+// waits too.
+const jobQueue = 1024
 
 // closeTimeout bounds the CLOSE calls of Close: an engine on its way out
 // does not wait long for importers that are gone.
 const closeTimeout = time.Second
 
-// errFallback sends a transfer to the data backend.
-var errFallback = errors.New("ipc: use the data backend")
+// errUnmappable says that the driver cannot map a remote memory: its
+// transfers take the data plane.
+var errUnmappable = errors.New("ipc: the driver cannot map this memory")
 
 // Backend is the same-host path of one engine. It is a core.Backend, a
 // core.MemoryBackend (it exports GPU registrations) and a
@@ -75,7 +82,16 @@ type Backend struct {
 	fellBack map[memKey]string          // remote memories this path cannot map, by identity
 	closed   bool
 
+	exports core.AttachmentKey[*export] // this backend's state in exported regions
+
 	held map[*handle]int // the IPC mappings this backend uses, with its references; guarded by mappings
+
+	// jobs are the transfers waiting for a copy worker. Submit sends
+	// under submitMu's read lock; Close closes it under the write lock.
+	submitMu sync.RWMutex
+	stopped  bool
+	jobs     chan *core.Transfer
+	workers  sync.WaitGroup
 
 	transfers, bytes, fallbacks atomic.Uint64
 }
@@ -152,8 +168,8 @@ func New(env core.BackendEnv, opts Options) (*Backend, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	if opts.Fallback == nil {
-		opts.Fallback = func() core.Backend { return nil }
+	if opts.Workers <= 0 {
+		opts.Workers = 8
 	}
 	if env.Call == nil {
 		env.Call = func(peer core.EngineDesc, _ []byte) ([]byte, error) {
@@ -164,13 +180,20 @@ func New(env core.BackendEnv, opts Options) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{
+	b := &Backend{
 		env: env, gpu: g, opts: opts, log: log,
 		peers:    make(map[string]core.EngineDesc),
 		mems:     make(map[memKey]*mapping),
 		fellBack: make(map[memKey]string),
 		held:     make(map[*handle]int),
-	}, nil
+		jobs:     make(chan *core.Transfer, jobQueue),
+	}
+	b.exports = core.NewAttachmentKey[*export](b)
+	for range opts.Workers {
+		b.workers.Add(1)
+		go b.work()
+	}
+	return b, nil
 }
 
 // Type reports core.BackendXGMI, MORI-IO's type for its same-host GPU path.
@@ -238,37 +261,66 @@ func (b *Backend) closeMappings(match func(memKey) bool) {
 	}
 }
 
-// Takes reports whether t is for this path: local GPU memory the driver
-// manages, remote GPU memory that was exported, a peer on this node.
-func (b *Backend) Takes(t *core.Transfer) bool {
+// Reaches reports whether t goes this way: local GPU memory the driver
+// manages, remote GPU memory that was exported, a peer on this node, and a
+// mapping of the remote memory. The first transfer to a remote memory
+// opens its mapping (an OPEN call to the peer, then the IPC mapping), once
+// per memory; a memory the driver cannot map is remembered and reported
+// false, so that its transfers take the data plane. An error (the peer
+// refused: the memory was deregistered or is not what the descriptor
+// says) fails the transfer.
+func (b *Backend) Reaches(t *core.Transfer) (bool, error) {
 	if t.Local == nil || t.Local.Host || t.Remote.Location != core.LocationGPU || t.Remote.Blob(core.BackendXGMI) == nil {
-		return false
+		return false, nil
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	_, ok := b.peers[t.Peer]
-	return ok && !b.closed
+	closed := b.closed
+	b.mu.Unlock()
+	if !ok || closed {
+		return false, nil
+	}
+	m, err := b.acquire(t)
+	switch {
+	case errors.Is(err, errUnmappable):
+		b.fallbacks.Add(1)
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	b.release(m)
+	return true, nil
 }
 
-// Submit runs the transfer on a goroutine of its own.
+// Submit queues t, which Reaches accepted, for a copy worker.
 func (b *Backend) Submit(t *core.Transfer) {
-	go b.run(t)
+	b.submitMu.RLock()
+	defer b.submitMu.RUnlock()
+	if b.stopped {
+		t.Fail(core.ErrBadState, "engine %q is closed", b.env.LocalKey)
+		return
+	}
+	b.jobs <- t
 }
 
-func (b *Backend) run(t *core.Transfer) {
+// work runs queued copies until Close.
+func (b *Backend) work() {
+	defer b.workers.Done()
+	for t := range b.jobs {
+		b.copy(t)
+	}
+}
+
+// copy moves t's ranges device to device through its remote memory's
+// mapping.
+func (b *Backend) copy(t *core.Transfer) {
 	if len(t.Ranges) == 0 {
 		t.Begin(0)
 		return
 	}
 	m, err := b.acquire(t)
-	if errors.Is(err, errFallback) {
-		b.fallbacks.Add(1)
-		fb := b.opts.Fallback()
-		if fb == nil {
-			t.Fail(core.ErrBadState, "no data backend for memory %d of %q, which the same-host path cannot reach", t.Remote.ID, t.Peer)
-			return
-		}
-		fb.Submit(t)
+	if errors.Is(err, errUnmappable) { // the mapping went away since Reaches and cannot come back
+		t.Fail(core.ErrBadState, "memory %d of %q can no longer be reached on the same-host path", t.Remote.ID, t.Peer)
 		return
 	}
 	if err != nil {
@@ -282,7 +334,7 @@ func (b *Backend) run(t *core.Transfer) {
 	}
 	defer t.Local.Release()
 	t.Begin(1)
-	if t.Done() { // timed out while its memory was being opened
+	if t.Done() { // timed out while queued
 		return
 	}
 	copies := make([]core.DeviceCopy, len(t.Ranges))
@@ -304,7 +356,7 @@ func (b *Backend) run(t *core.Transfer) {
 }
 
 // acquire returns the mapping of t's remote memory with a use held,
-// opening it the first time, or errFallback.
+// opening it the first time, or errUnmappable.
 func (b *Backend) acquire(t *core.Transfer) (*mapping, error) {
 	blob := t.Remote.Blob(core.BackendXGMI)
 	h, off, err := decodeBlob(blob)
@@ -321,7 +373,7 @@ func (b *Backend) acquire(t *core.Transfer) (*mapping, error) {
 	peer, ok := b.peers[t.Peer]
 	if !ok || b.fellBack[key] == id {
 		b.mu.Unlock()
-		return nil, errFallback
+		return nil, errUnmappable
 	}
 	m := b.mems[key]
 	var stale *mapping
@@ -345,7 +397,7 @@ func (b *Backend) acquire(t *core.Transfer) (*mapping, error) {
 	<-m.ready
 	switch {
 	case m.fallback:
-		return nil, errFallback
+		return nil, errUnmappable
 	case m.err != nil:
 		return nil, m.err
 	}
@@ -471,15 +523,15 @@ func (b *Backend) RegisterMemory(r *core.Region) (*core.BackendBlob, error) {
 			"memory", r.ID, "device", r.Device, "reason", err.Error())
 		return nil, nil
 	}
-	r.Attachments.Store(b, &export{h: h, off: off, openers: make(map[string]core.EngineDesc)})
+	b.exports.Store(r, &export{h: h, off: off, openers: make(map[string]core.EngineDesc)})
 	return &core.BackendBlob{Type: core.BackendXGMI, Data: encodeBlob(h, off)}, nil
 }
 
 // DeregisterMemory tells the engines that opened the memory to stop using
 // it, and waits for their answers (or Timeout).
 func (b *Backend) DeregisterMemory(r *core.Region) {
-	if v, ok := r.Attachments.LoadAndDelete(b); ok {
-		b.closeExport(r.ID, v.(*export), b.opts.Timeout)
+	if x, ok := b.exports.Detach(r); ok {
+		b.closeExport(r.ID, x, b.opts.Timeout)
 	}
 }
 
@@ -550,11 +602,10 @@ func (b *Backend) handleOpen(from string, m *openMsg) error {
 	if err != nil {
 		return err
 	}
-	v, ok := r.Attachments.Load(b)
+	x, ok := b.exports.Load(r)
 	if !ok {
 		return core.Errorf(core.ErrNotFound, "memory %d is not exported for the same-host path", m.Mem)
 	}
-	x := v.(*export)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	switch {
@@ -580,12 +631,17 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
+	b.submitMu.Lock()
+	b.stopped = true
+	close(b.jobs)
+	b.submitMu.Unlock()
+	b.workers.Wait() // the queued transfers fail: the path is closed
 	b.closeMappings(func(memKey) bool { return true })
 	if b.env.Registry != nil {
 		var wg sync.WaitGroup
 		b.env.Registry.Each(func(r *core.Region) {
-			if v, ok := r.Attachments.LoadAndDelete(b); ok {
-				wg.Go(func() { b.closeExport(r.ID, v.(*export), closeTimeout) })
+			if x, ok := b.exports.Detach(r); ok {
+				wg.Go(func() { b.closeExport(r.ID, x, closeTimeout) })
 			}
 		})
 		wg.Wait()
