@@ -60,7 +60,7 @@ func (s *side) register(t *testing.T, d *gpu.Driver, n, device int) (*core.Regio
 	t.Cleanup(func() { require.NoError(t, d.FreeDevice(p)) })
 	r, err := s.reg.Add(p, uint64(n), core.LocationGPU, device, false)
 	require.NoError(t, err)
-	desc := core.MemoryDesc{EngineKey: s.key, ID: r.ID, Device: int32(device), Location: core.LocationGPU, Addr: uint64(p), Size: uint64(n)}
+	desc := core.MemoryDesc{EngineKey: s.key, ID: r.ID, Token: r.Token(), Device: int32(device), Location: core.LocationGPU, Addr: uint64(p), Size: uint64(n)}
 	blob, err := s.b.RegisterMemory(r)
 	require.NoError(t, err)
 	if blob != nil {
