@@ -9,6 +9,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/core/tlsconf"
 	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/transport/tcp"
 )
@@ -31,6 +32,14 @@ type engineConfig struct {
 	RDMADevices       string    `json:"rdma_devices"`
 	GPU               string    `json:"gpu"` // "auto" (default), "off", or a driver library path
 	TCP               tcpConfig `json:"tcp"`
+	TLS               tlsConfig `json:"tls"`
+}
+
+// tlsConfig names the PEM files of the TLS mode (all three, or none).
+type tlsConfig struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+	CA   string `json:"ca"`
 }
 
 type tcpConfig struct {
@@ -74,6 +83,7 @@ func (c *engineConfig) stackConfig() (stack.Config, error) {
 		InboundCapacity:  c.InboundCapacity,
 		Mode:             engine.BackendMode(strings.ToLower(c.Backend)),
 		NodeID:           c.NodeID,
+		TLS:              tlsconf.Files{Cert: c.TLS.Cert, Key: c.TLS.Key, CA: c.TLS.CA},
 		Logger:           logger,
 	}, TCP: tcp.Config{
 		Port:         c.TCP.Port,

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mori-go/mori-go/core/tlsconf"
 )
 
 // Backend is a data plane: it moves the bytes of transfers to and from
@@ -136,6 +138,9 @@ type BackendEnv struct {
 	// Admission lists the engines whose data streams are served and counts
 	// refusals; nil admits every engine (backends tested on their own).
 	Admission *Admission
+	// TLS, when set, wraps every data-plane connection in mutually
+	// authenticated TLS 1.3 (tlsconf); nil: plain TCP.
+	TLS *tlsconf.Pair
 	// GPU is the GPU driver, nil without one. Backends may test it for the
 	// optional interfaces GPUIPC and DmabufExporter.
 	GPU    GPU

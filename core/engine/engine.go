@@ -18,6 +18,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/control"
+	"github.com/mori-go/mori-go/core/tlsconf"
 	"github.com/mori-go/mori-go/internal/procmaps"
 )
 
@@ -41,6 +42,10 @@ type Config struct {
 	// Secret, when set, must be shared by every engine that talks to this
 	// one: peers without it cannot connect, write or read.
 	Secret []byte
+	// TLS names the engine's certificate, key and CA (PEM files): when
+	// set, the data plane runs over TLS 1.3, both ends presenting a
+	// certificate of the CA (see docs/security.md).
+	TLS tlsconf.Files
 	// TransferTimeout bounds every transfer (default 60 s).
 	TransferTimeout time.Duration
 	// HandshakeTimeout bounds RegisterRemoteEngine's handshake (default 10 s).
@@ -91,6 +96,7 @@ type Engine struct {
 	reg      *core.Registry
 	inbound  *core.InboundTable
 	adm      *core.Admission
+	tls      *tlsconf.Pair
 	ctl      *control.Server
 	client   *control.Client
 	notes    *notifications
@@ -151,6 +157,10 @@ func New(cfg Config) (*Engine, error) {
 		remotes:  make(map[string]core.EngineDesc),
 		inflight: make(map[uidKey]struct{}),
 		kept:     make(map[regArgs][]byte),
+	}
+	var err error
+	if e.tls, err = tlsconf.Load(cfg.TLS); err != nil {
+		return nil, core.Errorf(core.ErrInvalidArgs, "engine %q: %w", cfg.Key, err)
 	}
 	// Instances tell runs of a uid apart on the target, across restarts of
 	// this engine too: a restarted engine's uids start again from 1, and
@@ -217,6 +227,7 @@ func (e *Engine) env(t core.BackendType) core.BackendEnv {
 		Registry:    e.reg,
 		Inbound:     e.inbound,
 		Admission:   e.adm,
+		TLS:         e.tls,
 		Secret:      e.cfg.Secret,
 		GPU:         e.cfg.GPU,
 		Logger:      e.log,

@@ -10,7 +10,10 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/core/tlsconf"
+	"github.com/mori-go/mori-go/core/tlsconf/tlstest"
 	"github.com/mori-go/mori-go/internal/hostmem"
+	"github.com/mori-go/mori-go/stack"
 	"github.com/mori-go/mori-go/transport/tcp"
 )
 
@@ -141,4 +144,47 @@ func TestDataStreamWithoutHelloRefused(t *testing.T) {
 	require.ErrorContains(t, ghost.AddPeer(b.Desc()), `engine "ghost" is not admitted`)
 	require.Positive(t, b.Security().RefusedStreams)
 	require.Equal(t, bytes.Repeat([]byte{0x55}, 4096), dst.Bytes())
+}
+
+func tlsFiles(t *testing.T, ca *tlstest.CA, name string) tlsconf.Files {
+	t.Helper()
+	f, err := ca.WriteFiles(t.TempDir(), name)
+	require.NoError(t, err)
+	return f
+}
+
+// With TLS, engines of one CA move bytes; an engine with a certificate of
+// another CA, or without TLS, is refused in the TLS handshake of the data
+// plane, before any memory is touched.
+func TestTLSBetweenEngines(t *testing.T) {
+	ca, err := tlstest.NewCA("engines")
+	require.NoError(t, err)
+	rogue, err := tlstest.NewCA("rogue")
+	require.NoError(t, err)
+	withTLS := func(f tlsconf.Files) func(*stack.Config) { return func(c *stack.Config) { c.TLS = f } }
+	a := newEngine(t, "tls-a", withTLS(tlsFiles(t, ca, "a")))
+	b := newEngine(t, "tls-b", withTLS(tlsFiles(t, ca, "b")))
+	require.NoError(t, a.RegisterRemoteEngine(b.Desc()))
+	const n = 1 << 20
+	src, dst := filled(t, n, 0x61), filled(t, n, 0)
+	sd, dd := register(t, a, src), register(t, b, dst)
+	st := a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: []core.Range{{Size: n}}, UID: 1}})
+	require.Equal(t, core.StatusSuccess, core.WaitAll(st, 10*time.Second), st[0].Message())
+	require.Equal(t, src.Bytes(), dst.Bytes())
+
+	snapshot := append([]byte(nil), dst.Bytes()...)
+	for name, mod := range map[string]func(*stack.Config){
+		"certificate of another CA": withTLS(tlsFiles(t, rogue, "m")),
+		"no TLS":                    func(c *stack.Config) { c.TCP.DialTimeout = 2 * time.Second },
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := newEngine(t, "mallory-"+strings.ReplaceAll(name, " ", "-"), mod)
+			require.Error(t, m.RegisterRemoteEngine(b.Desc()))
+		})
+	}
+	require.Equal(t, snapshot, dst.Bytes(), "not a byte moved")
+	require.Positive(t, b.Security().RefusedStreams)
+
+	_, err = engine.New(engine.Config{Key: "half", TLS: tlsconf.Files{Cert: "x.crt"}})
+	require.ErrorContains(t, err, "are all required")
 }

@@ -37,7 +37,14 @@ class IOEngineConfig:
     gpu                   MORI_GO_GPU                     auto | off | lib path
     node_id               MORI_NODE_ID                    node identity
     handshake_timeout_ms  MORI_GO_HANDSHAKE_TIMEOUT_MS    peer handshake bound
+    tls_cert              MORI_GO_TLS_CERT                engine certificate
+    tls_key               MORI_GO_TLS_KEY                 its private key
+    tls_ca                MORI_GO_TLS_CA                  CA of the peers
     ===================== =============================== =====================
+
+    The three ``tls_*`` files (PEM) turn on TLS 1.3 on the data plane, both
+    ends presenting a certificate of the CA (docs/security.md); give all
+    three or none.
 
     The environment is read in Python when the :class:`IOEngine` is
     constructed (the Go runtime inside the library never sees variables set
@@ -58,6 +65,9 @@ class IOEngineConfig:
         gpu: Optional[str] = None,
         node_id: Optional[str] = None,
         handshake_timeout_ms: Optional[int] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        tls_ca: Optional[str] = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -70,6 +80,9 @@ class IOEngineConfig:
         self.gpu = gpu
         self.node_id = node_id
         self.handshake_timeout_ms = handshake_timeout_ms
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.tls_ca = tls_ca
 
     def __repr__(self) -> str:
         return f"IOEngineConfig(host={self.host!r}, port={self.port!r})"

@@ -205,6 +205,17 @@ class IOEngine:
         streams = _pick(c.tcp_streams, _env_int("MORI_GO_TCP_STREAMS"))
         if streams is not None:
             cfg["tcp"] = {"streams": int(streams)}
+        tls = {}
+        for field, env, name in (
+            ("tls_cert", "MORI_GO_TLS_CERT", "cert"),
+            ("tls_key", "MORI_GO_TLS_KEY", "key"),
+            ("tls_ca", "MORI_GO_TLS_CA", "ca"),
+        ):
+            v = _pick(getattr(c, field, None), _env(env))
+            if v:
+                tls[name] = str(v)
+        if tls:
+            cfg["tls"] = tls
         return cfg
 
     # -- lifetime ----------------------------------------------------------

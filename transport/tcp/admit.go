@@ -2,7 +2,9 @@ package tcp
 
 import (
 	"bufio"
+	"context"
 	"crypto/hmac"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"time"
@@ -29,6 +31,25 @@ func (s *server) handshakeOver(host string) {
 		delete(s.pending, host)
 	}
 	s.mu.Unlock()
+}
+
+// secure runs the TLS handshake on c when the engine has TLS (within the
+// handshake timeout): a peer without a certificate of the CA is refused
+// (and counted) before it has sent a byte of protocol.
+func (s *server) secure(c net.Conn) (net.Conn, error) {
+	if s.env.TLS == nil {
+		return c, nil
+	}
+	tc := tls.Server(c, s.env.TLS.Server)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if s.env.Admission != nil {
+			s.env.Admission.CountRefusal()
+		}
+		return c, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
 }
 
 // handshake authenticates and admits the initiator and returns its engine

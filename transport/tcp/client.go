@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -88,6 +89,9 @@ func (p *peer) dial() (*stream, error) {
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if p.b.env.TLS != nil {
+		c = tls.Client(c, p.b.env.TLS.Client) // handshakes on the first read
 	}
 	c.SetDeadline(time.Now().Add(cfg.DialTimeout))
 	ch, err := readChallenge(c)

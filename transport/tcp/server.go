@@ -192,6 +192,11 @@ func (s *server) serve(c net.Conn) error {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	c, err := s.secure(c)
+	if err != nil {
+		s.handshakeOver(remoteHost(c))
+		return err
+	}
 	sr := &stallReader{c: c, stall: s.cfg.StallTimeout}
 	sw := &stallWriter{c: c, stall: s.cfg.StallTimeout}
 	st := &connState{c: c, sr: sr, sw: sw, br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(sw, 16<<10)}
