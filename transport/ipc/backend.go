@@ -109,28 +109,6 @@ type memKey struct {
 	device int
 }
 
-// mappings are the IPC mappings of this process, shared by all its
-// engines: CUDA and HIP map a handle only once per process and device.
-var mappings = struct {
-	sync.Mutex // also orders mapping and unmapping
-	m          map[handleKey]*handle
-}{m: make(map[handleKey]*handle)}
-
-type handleKey struct {
-	gpu    core.GPUIPC // the driver that mapped it
-	h      [core.IPCHandleSize]byte
-	device int
-}
-
-// handle is one IPC mapping, shared by the remote memories in it.
-type handle struct {
-	key   handleKey
-	base  uintptr
-	size  uint64
-	unmap func() error
-	refs  int // guarded by mappings
-}
-
 // mapping is a remote memory as this engine reaches it: a pointer into a
 // shared IPC mapping, with a count of the copies using it.
 type mapping struct {
@@ -436,31 +414,19 @@ func (b *Backend) open(m *mapping, peer core.EngineDesc, tok core.Token, h [core
 		forget()
 		return
 	}
-	hk := handleKey{gpu: b.gpu, h: h, device: m.key.device}
-	mappings.Lock()
-	hd := mappings.m[hk]
-	if hd == nil {
-		base, msize, unmap, err := b.gpu.IPCMap(h, m.key.device)
-		if err != nil {
-			mappings.Unlock()
-			m.fallback = true
-			b.mu.Lock()
-			if b.mems[m.key] == m {
-				delete(b.mems, m.key)
-			}
-			b.fellBack[m.key] = m.id
-			b.mu.Unlock()
-			b.log.Info("same-host GPU path unavailable for this memory: using the data backend",
-				"peer", m.key.peer, "memory", m.key.mem, "device", m.key.device, "reason", err.Error())
-			return
+	hd, err := b.acquireHandle(handleKey{gpu: b.gpu, h: h, device: m.key.device})
+	if err != nil {
+		m.fallback = true
+		b.mu.Lock()
+		if b.mems[m.key] == m {
+			delete(b.mems, m.key)
 		}
-		hd = &handle{key: hk, base: base, size: msize, unmap: unmap}
-		mappings.m[hk] = hd
-		b.log.Debug("same-host GPU path: mapped an allocation", "peer", m.key.peer, "device", m.key.device, "base", base, "size", msize)
+		b.fellBack[m.key] = m.id
+		b.mu.Unlock()
+		b.log.Info("same-host GPU path unavailable for this memory: using the data backend",
+			"peer", m.key.peer, "memory", m.key.mem, "device", m.key.device, "reason", err.Error())
+		return
 	}
-	hd.refs++
-	b.held[hd]++
-	mappings.Unlock()
 	if end := off + size; end < off || end > hd.size {
 		b.unref(hd)
 		m.err = core.Errorf(core.ErrInvalidArgs, "memory %d of %q: offset %d size %d exceeds the %d-byte allocation its handle maps",
@@ -487,27 +453,6 @@ func (b *Backend) closeMapping(m *mapping) {
 	if hd != nil {
 		b.unref(hd)
 	}
-}
-
-// unref drops a reference to a mapping and unmaps it after the last one.
-func (b *Backend) unref(hd *handle) {
-	mappings.Lock()
-	defer mappings.Unlock()
-	if b.held[hd]--; b.held[hd] == 0 {
-		delete(b.held, hd)
-	}
-	hd.refs--
-	if hd.refs > 0 {
-		return
-	}
-	if mappings.m[hd.key] == hd {
-		delete(mappings.m, hd.key)
-	}
-	if err := hd.unmap(); err != nil {
-		b.log.Warn("same-host GPU path: unmapping an allocation", "device", hd.key.device, "err", err)
-		return
-	}
-	b.log.Debug("same-host GPU path: unmapped an allocation", "device", hd.key.device, "base", hd.base)
 }
 
 // RegisterMemory exports GPU memory: the blob carries the IPC handle of
@@ -646,6 +591,7 @@ func (b *Backend) Close() error {
 		})
 		wg.Wait()
 	}
+	unmapsPending.Wait()
 	return nil
 }
 
