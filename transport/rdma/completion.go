@@ -184,8 +184,23 @@ func (c *conn) handleRecvLocked(wc *verbs.WorkCompletion) {
 			c.b.env.Inbound.Complete(key, n.Instance, nil)
 		}
 	}
-	if err := c.qp.PostRecv([]verbs.RecvWR{c.recvWR(slot)}); err != nil {
-		c.breakLocked(core.Errorf(core.ErrRDMAOp, "repost receive on qp %d from %q: %w", c.idx, c.peer, err))
+	c.reposts = append(c.reposts, c.recvWR(slot))
+	if len(c.reposts) >= recvRepostBatch {
+		c.repostLocked()
+	}
+}
+
+// repostLocked gives the consumed receive buffers back to the QP in one
+// ibv_post_recv. mu is held.
+func (c *conn) repostLocked() {
+	if len(c.reposts) == 0 || c.state != stateReady {
+		c.reposts = c.reposts[:0]
+		return
+	}
+	err := c.qp.PostRecv(c.reposts)
+	c.reposts = c.reposts[:0]
+	if err != nil {
+		c.breakLocked(core.Errorf(core.ErrRDMAOp, "repost receives on qp %d from %q: %w", c.idx, c.peer, err))
 	}
 }
 
@@ -216,6 +231,7 @@ func (c *conn) drainLocked() int {
 	for i := 0; i < n; i++ {
 		c.handleLocked(&c.wc[i])
 	}
+	c.repostLocked()
 	return n
 }
 

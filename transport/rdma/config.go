@@ -38,7 +38,8 @@ type Options struct {
 	// device).
 	SendQueueDepth int
 	// RecvDepth is the receive buffers per target QP for notifications
-	// (default 256).
+	// (default 1024, as MORI-IO: more than the 512 notifications one
+	// sender's QP can have in flight, so that none waits for a receive).
 	RecvDepth int
 	// MaxWRSize is the largest work request in bytes (default 1 MiB, capped
 	// by the port's max_msg_sz): larger ranges are split, so that one range

@@ -56,8 +56,9 @@ type conn struct {
 	rebuilding bool
 	inflight   int
 	seq        uint64
-	recs       []wrRec // posted work requests not yet completed, in order
-	queue      []*part // parts waiting for send queue slots
+	recs       []wrRec        // posted work requests not yet completed, in order
+	queue      []*part        // parts waiting for send queue slots
+	reposts    []verbs.RecvWR // receives consumed, to post again in one batch (target)
 	scratch    []verbs.SendWR
 
 	// Initiator: notification payload slots; target: receive slots.
@@ -114,6 +115,7 @@ func (b *Backend) newConn(r role, peerKey string, idx uint8, n *nic) (*conn, err
 			c.recv = min(c.recv, n.dev.MaxQPWR)
 		}
 		size = c.recv * recvSlot
+		c.depth = 1 // a target posts no sends: a send queue of one is the least a QP may have
 	}
 	var err error
 	if c.buf, err = hostmem.Alloc(size); err != nil {
@@ -257,6 +259,7 @@ func (c *conn) connect(r Endpoint) error {
 		return core.Errorf(core.ErrConnection, "qp %d to %q was closed", c.idx, c.peer)
 	}
 	c.remote, c.state, c.lastErr, c.rebuilding = r, stateReady, nil, false
+	c.reposts = c.reposts[:0] // connect posted every receive slot
 	c.gen++
 	return nil
 }

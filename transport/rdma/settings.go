@@ -25,13 +25,14 @@ type settings struct {
 
 const (
 	defaultSendQueueDepth = 1024
-	defaultRecvDepth      = 256
+	defaultRecvDepth      = 1024
 	defaultMaxWRSize      = 1 << 20
 	autoPostBatch         = 64
 	maxPostBatch          = 1024
 	notifySlot            = 32
 	recvSlot              = 64
 	maxInline             = 64
+	recvRepostBatch       = 64 // receives reposted by one ibv_post_recv
 )
 
 func newSettings(cfg Config, o Options) (*settings, error) {

@@ -136,8 +136,10 @@ func (q *qp) reach(attr verbs.QPAttr) (peer *qp, status verbs.WCStatus, ok bool)
 func (q *qp) waitRecv(peer *qp, attr verbs.QPAttr) (verbs.RecvWR, verbs.WCStatus, bool) {
 	for tries := 0; ; tries++ {
 		if recv, got := peer.takeRecv(); got {
+			q.f.count.receives.Add(1)
 			return recv, verbs.WCSuccess, true
 		}
+		q.f.count.rnrNaks.Add(1)
 		if st, _ := peer.State(); st == verbs.QPError {
 			return verbs.RecvWR{}, verbs.WCRetryExcErr, true
 		}

@@ -48,6 +48,7 @@ type Fabric struct {
 	latency time.Duration
 	cqCap   int
 	frozen  bool
+	count   counters
 
 	// dma is held for reading while a work request touches memory and for
 	// writing while an MR is deregistered, so that once ibv_dereg_mr
