@@ -12,6 +12,12 @@ type Config struct {
 	PollCQMode         int    `json:"poll_cq_mode"`
 	EnableNotification bool   `json:"enable_notification"`
 	Devices            string `json:"devices"` // MORI_RDMA_DEVICES syntax
+	// TrafficClass (0..255, RoCE) and ServiceLevel (0..15) of the QPs; 0
+	// leaves them to Options, then to MORI_IO_TC / MORI_RDMA_TC and
+	// MORI_IO_SL / MORI_RDMA_SL. RoCE fabrics with PFC put RDMA in a
+	// lossless class (AMD's runners use TC 96 or 104).
+	TrafficClass int `json:"traffic_class"`
+	ServiceLevel int `json:"service_level"`
 }
 
 // Options tunes the RDMA backend beyond MORI-IO's RdmaBackendConfig
@@ -49,7 +55,9 @@ type Options struct {
 	// settings (defaults 14, 7, 7, 12 as MORI-IO). RetryCnt 7 with
 	// Timeout 14 gives about 0.5 s before a lost peer fails a transfer.
 	Timeout, RetryCnt, RNRRetry, MinRNRTimer uint8
-	// ServiceLevel and TrafficClass set the QPs' SL and (RoCE) traffic class.
+	// ServiceLevel and TrafficClass set the QPs' SL and (RoCE) traffic
+	// class when the Config leaves them 0; 0 here reads MORI_IO_SL /
+	// MORI_RDMA_SL and MORI_IO_TC / MORI_RDMA_TC.
 	ServiceLevel, TrafficClass uint8
 	// MaxTargetQPs bounds the QPs peers may open on this engine (default
 	// 4096).

@@ -133,6 +133,9 @@ func (s *settings) readEnv(cfg Config) error {
 		}
 		s.gidIndex = n
 	}
+	if err := s.readQoS(cfg); err != nil {
+		return err
+	}
 	if s.PathMTU == 0 {
 		if v := strings.TrimSpace(s.Getenv("MORI_IB_PATH_MTU")); v != "" {
 			n, err := strconv.Atoi(v)
@@ -143,6 +146,50 @@ func (s *settings) readEnv(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// readQoS sets the traffic class and service level: the config's, else the
+// options', else MORI-IO's variables, else MORI's.
+func (s *settings) readQoS(cfg Config) error {
+	tc, err := s.pick("traffic class", cfg.TrafficClass, s.TrafficClass, 255, "MORI_IO_TC", "MORI_RDMA_TC")
+	if err != nil {
+		return err
+	}
+	sl, err := s.pick("service level", cfg.ServiceLevel, s.ServiceLevel, 15, "MORI_IO_SL", "MORI_RDMA_SL")
+	if err != nil {
+		return err
+	}
+	s.TrafficClass, s.ServiceLevel = tc, sl
+	return nil
+}
+
+// pick returns the first of the config's value, the option's and the
+// environment variables' that is set (non-zero), checked against 0..most.
+func (s *settings) pick(what string, fromConfig int, fromOptions uint8, most int, vars ...string) (uint8, error) {
+	if fromConfig != 0 {
+		if fromConfig < 0 || fromConfig > most {
+			return 0, core.Errorf(core.ErrInvalidArgs, "%s %d: want 0..%d", what, fromConfig, most)
+		}
+		return uint8(fromConfig), nil
+	}
+	if fromOptions != 0 {
+		if int(fromOptions) > most {
+			return 0, core.Errorf(core.ErrInvalidArgs, "%s %d: want 0..%d", what, fromOptions, most)
+		}
+		return fromOptions, nil
+	}
+	for _, name := range vars {
+		v := strings.TrimSpace(s.Getenv(name))
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > most {
+			return 0, core.Errorf(core.ErrInvalidArgs, "%s=%q: want a %s 0..%d", name, v, what, most)
+		}
+		return uint8(n), nil
+	}
+	return 0, nil
 }
 
 // validate checks the settings' ranges.
@@ -163,5 +210,5 @@ func (s *settings) String() string {
 	if s.eventMode {
 		mode = "event"
 	}
-	return fmt.Sprintf("qp_per_transfer=%d post_batch=%d poll=%s notification=%t devices=%q", s.qpPerTransfer, s.postBatch, mode, s.notify, s.filter.String())
+	return fmt.Sprintf("qp_per_transfer=%d post_batch=%d poll=%s notification=%t devices=%q tc=%d sl=%d", s.qpPerTransfer, s.postBatch, mode, s.notify, s.filter.String(), s.TrafficClass, s.ServiceLevel)
 }

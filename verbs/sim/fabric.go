@@ -281,6 +281,20 @@ func (d *Device) QPNums() []uint32 {
 	return out
 }
 
+// QPAttr returns the attributes a QP of d was last moved with
+// (ibv_query_qp), e.g. the address vector's traffic class and service level.
+func (d *Device) QPAttr(qpn uint32) (verbs.QPAttr, bool) {
+	d.mu.Lock()
+	q := d.qps[qpn]
+	d.mu.Unlock()
+	if q == nil {
+		return verbs.QPAttr{}, false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.attr, true
+}
+
 // Name returns the device name.
 func (d *Device) Name() string { return d.spec.Name }
 

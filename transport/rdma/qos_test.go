@@ -1,0 +1,65 @@
+package rdma_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/transport/rdma"
+	"github.com/mori-go/mori-go/verbs/sim"
+)
+
+// qosOf returns the traffic class and service level of every connected QP
+// of a host's NIC.
+func qosOf(t *testing.T, h *sim.Host) [][2]uint8 {
+	t.Helper()
+	d := h.Device("mlx5_0")
+	var out [][2]uint8
+	for _, qpn := range d.QPNums() {
+		a, ok := d.QPAttr(qpn)
+		if ok && a.DestQPN != 0 {
+			out = append(out, [2]uint8{a.AH.TrafficClass, a.AH.SL})
+		}
+	}
+	require.NotEmpty(t, out)
+	return out
+}
+
+func TestSimTrafficClassAndServiceLevelFromMORIVariablesAndConfig(t *testing.T) {
+	env := map[string]string{"MORI_IO_TC": "96", "MORI_RDMA_TC": "7", "MORI_RDMA_SL": "3"}
+	o := engineOpts{cfg: defaultRDMA()}
+	o.opts.Getenv = func(k string) string { return env[k] }
+	p := newSimPair(t, o)
+	for _, h := range []*sim.Host{p.ha, p.hb} {
+		for _, q := range qosOf(t, h) {
+			require.Equal(t, [2]uint8{96, 3}, q, "MORI_IO_TC before MORI_RDMA_TC; MORI_RDMA_SL")
+		}
+	}
+
+	o.cfg.TrafficClass, o.cfg.ServiceLevel = 104, 5
+	p = newSimPair(t, o)
+	for _, h := range []*sim.Host{p.ha, p.hb} {
+		for _, q := range qosOf(t, h) {
+			require.Equal(t, [2]uint8{104, 5}, q, "the config wins over the environment")
+		}
+	}
+}
+
+func TestTrafficClassAndServiceLevelAreChecked(t *testing.T) {
+	h := sim.NewFabric(sim.Config{}).AddHost("h", nic0)
+	for _, c := range []struct {
+		cfg rdma.Config
+		env map[string]string
+		err string
+	}{
+		{cfg: rdma.Config{TrafficClass: 256}, err: "traffic class 256"},
+		{cfg: rdma.Config{ServiceLevel: 16}, err: "service level 16"},
+		{env: map[string]string{"MORI_IO_TC": "lossless"}, err: `MORI_IO_TC="lossless"`},
+		{env: map[string]string{"MORI_RDMA_SL": "99"}, err: `MORI_RDMA_SL="99"`},
+	} {
+		_, err := nicsOf(t, h, c.cfg, rdma.Options{Getenv: func(k string) string { return c.env[k] }})
+		require.ErrorContains(t, err, c.err)
+		require.Equal(t, core.ErrInvalidArgs, core.CodeOf(err))
+	}
+}
