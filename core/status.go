@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mori-go/mori-go/internal/lattrace"
 )
 
 // Status is the state of one transfer as its initiator sees it: INIT, then
@@ -62,6 +64,7 @@ func (s *Status) Finish(code StatusCode, msg string) bool {
 		}
 	}
 	s.watchers = nil
+	lattrace.Mark(lattrace.StatusDone)
 	return true
 }
 

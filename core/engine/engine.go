@@ -20,6 +20,7 @@ import (
 	"github.com/mori-go/mori-go/core/control"
 	"github.com/mori-go/mori-go/core/tlsconf"
 	"github.com/mori-go/mori-go/internal/procmaps"
+	"github.com/mori-go/mori-go/internal/lattrace"
 )
 
 // BackendMode says how CreateBackend(RDMA) picks its data plane.
@@ -479,6 +480,7 @@ func (e *Engine) AllocateTransferUID() uint64 { return e.uid.Add(1) }
 // that are wrong fail at once with a status saying why; the others proceed
 // asynchronously.
 func (e *Engine) Submit(op core.Op, reqs []Request) []*core.Status {
+	lattrace.Mark(lattrace.Submit)
 	out := make([]*core.Status, len(reqs))
 	for i := range reqs {
 		out[i] = e.submit(op, &reqs[i])
@@ -580,6 +582,7 @@ func (e *Engine) route(t *core.Transfer, data core.Backend) {
 			return
 		}
 	}
+	lattrace.Mark(lattrace.Checked)
 	data.Submit(t)
 }
 

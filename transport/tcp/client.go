@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/internal/lattrace"
 )
 
 // frame is one request on its way to a peer, with what its response needs.
@@ -427,6 +428,7 @@ func (s *stream) writeBatch(batch []*frame) error {
 	}
 	s.mu.Unlock()
 	err := s.send(ready, bufs)
+	lattrace.Mark(lattrace.FrameOut)
 	for _, r := range used {
 		r.Release()
 	}
@@ -583,6 +585,7 @@ func (s *stream) readLoop() {
 			s.fail(s.connErr("read response", err))
 			return
 		}
+		lattrace.Mark(lattrace.InitWake)
 		h, err := parseRespHeader(hb[:])
 		if err != nil {
 			s.fail(core.Errorf(core.ErrConnection, "engine %q at %s sent a bad response: %w", s.p.key, s.p.addr, err))

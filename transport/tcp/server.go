@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/internal/lattrace"
 )
 
 // server accepts peers' streams and serves their frames into local memory.
@@ -213,6 +214,7 @@ func (s *server) serve(c net.Conn) error {
 		if _, err := st.br.Peek(1); err != nil {
 			return err
 		}
+		lattrace.Mark(lattrace.TargetWake)
 		sr.arm(true)
 		if err := s.serveFrame(st); err != nil {
 			return fmt.Errorf("stream from %q: %w", peer, err)
@@ -221,6 +223,7 @@ func (s *server) serve(c net.Conn) error {
 			if err := st.bw.Flush(); err != nil {
 				return err
 			}
+			lattrace.Mark(lattrace.AckOut)
 		}
 	}
 }
@@ -283,9 +286,11 @@ func (s *server) serveFrame(st *connState) error {
 		}
 		return nil
 	}
+	lattrace.Mark(lattrace.TargetCheck)
 	if h.Type == reqWrite {
 		var gerr error
 		gerr, err = s.receive(st, region, st.ranges, h.Payload)
+		lattrace.Mark(lattrace.TargetLand)
 		region.Release()
 		if err != nil {
 			err = core.Errorf(core.ErrConnection, "connection from engine %q lost in the middle of a write: %w", st.peer, err)
