@@ -164,6 +164,7 @@ type Transfer struct {
 	remaining atomic.Int64
 	once      sync.Once
 	onDone    []func()
+	flight    flightLinks // set by Flights.Add
 }
 
 // OnDone registers f to run once the transfer ends, before its status
@@ -201,6 +202,9 @@ func (t *Transfer) finish(code StatusCode, msg string) {
 	t.once.Do(func() {
 		if code.Failed() {
 			msg = fmt.Sprintf("%s uid %d to %q: %s", t.Op, t.UID, t.Peer, msg)
+		}
+		if f := t.flight.flights; f != nil {
+			f.remove(t)
 		}
 		for _, f := range t.onDone {
 			f()

@@ -19,8 +19,8 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/control"
 	"github.com/mori-go/mori-go/core/tlsconf"
-	"github.com/mori-go/mori-go/internal/procmaps"
 	"github.com/mori-go/mori-go/internal/lattrace"
+	"github.com/mori-go/mori-go/internal/procmaps"
 )
 
 // BackendMode says how CreateBackend(RDMA) picks its data plane.
@@ -85,11 +85,6 @@ type Request struct {
 	UID    uint64
 }
 
-type uidKey struct {
-	peer string
-	uid  uint64
-}
-
 // Engine is one transfer engine.
 type Engine struct {
 	cfg      Config
@@ -119,8 +114,7 @@ type Engine struct {
 	keptMu sync.Mutex
 	kept   map[regArgs][]byte
 
-	flightMu sync.Mutex
-	inflight map[uidKey]struct{}
+	flights *core.Flights // transfers in flight, with their deadlines
 }
 
 // New starts an engine: its control plane listens at once.
@@ -148,16 +142,16 @@ func New(cfg Config) (*Engine, error) {
 		return nil, core.Errorf(core.ErrInvalidArgs, "backend mode %q: want auto, tcp or rdma", cfg.Mode)
 	}
 	e := &Engine{
-		cfg:      cfg,
-		log:      cfg.Logger.With("engine", cfg.Key),
-		reg:      core.NewRegistry(),
-		adm:      core.NewAdmission(0),
-		inbound:  core.NewInboundTable(cfg.InboundCapacity),
-		notes:    newNotifications(4096),
-		descs:    newDescCache(descCacheSize),
-		remotes:  make(map[string]core.EngineDesc),
-		inflight: make(map[uidKey]struct{}),
-		kept:     make(map[regArgs][]byte),
+		cfg:     cfg,
+		log:     cfg.Logger.With("engine", cfg.Key),
+		reg:     core.NewRegistry(),
+		adm:     core.NewAdmission(0),
+		inbound: core.NewInboundTable(cfg.InboundCapacity),
+		notes:   newNotifications(4096),
+		descs:   newDescCache(descCacheSize),
+		remotes: make(map[string]core.EngineDesc),
+		flights: core.NewFlights(cfg.TransferTimeout),
+		kept:    make(map[regArgs][]byte),
 	}
 	var err error
 	if e.tls, err = tlsconf.Load(cfg.TLS); err != nil {
@@ -488,84 +482,73 @@ func (e *Engine) Submit(op core.Op, reqs []Request) []*core.Status {
 	return out
 }
 
+// submit starts one transfer: it checks the request, records the
+// transfer in flight (which arms its deadline) and routes it.
 func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	st := core.NewStatus()
 	t := &core.Transfer{Op: op, UID: rq.UID, Peer: rq.Remote.EngineKey, Remote: rq.Remote, Status: st}
+	data, err := e.checkRequest(t, rq)
+	if err == nil {
+		err = e.flights.Add(t)
+	}
+	if err != nil {
+		t.FailErr(err)
+		return st
+	}
+	t.Instance = e.instance.Add(1)
+	e.route(t, data)
+	return st
+}
+
+// checkRequest checks a request against the engine's state and the local
+// registrations, and fills in t's local region, ranges and size. It
+// returns the data plane to use.
+func (e *Engine) checkRequest(t *core.Transfer, rq *Request) (core.Backend, error) {
 	e.mu.RLock()
 	data, closed := e.data, e.closed
 	_, known := e.remotes[rq.Remote.EngineKey]
 	e.mu.RUnlock()
 	switch {
 	case closed:
-		t.Fail(core.ErrBadState, "engine %q is closed", e.cfg.Key)
-		return st
+		return nil, core.Errorf(core.ErrBadState, "engine %q is closed", e.cfg.Key)
 	case data == nil:
-		t.Fail(core.ErrBadState, "no available backend found, create backend first")
-		return st
-	case op != core.OpRead && op != core.OpWrite:
-		t.Fail(core.ErrInvalidArgs, "unknown operation %d", op)
-		return st
+		return nil, core.Errorf(core.ErrBadState, "no available backend found, create backend first")
+	case t.Op != core.OpRead && t.Op != core.OpWrite:
+		return nil, core.Errorf(core.ErrInvalidArgs, "unknown operation %d", t.Op)
 	case !known:
-		t.Fail(core.ErrNotFound, "remote engine %q is not registered", rq.Remote.EngineKey)
-		return st
+		return nil, core.Errorf(core.ErrNotFound, "remote engine %q is not registered", rq.Remote.EngineKey)
 	case rq.Local.EngineKey != e.cfg.Key:
-		t.Fail(core.ErrInvalidArgs, "local memory %d belongs to engine %q, not this engine %q", rq.Local.ID, rq.Local.EngineKey, e.cfg.Key)
-		return st
+		return nil, core.Errorf(core.ErrInvalidArgs, "local memory %d belongs to engine %q, not this engine %q", rq.Local.ID, rq.Local.EngineKey, e.cfg.Key)
 	}
 	r, err := e.reg.Get(rq.Local.ID)
-	if err == nil && (uint64(r.Addr) != rq.Local.Addr || r.Size != rq.Local.Size) {
-		err = core.Errorf(core.ErrNotFound, "local memory %d: descriptor (%#x len %d) does not match the registration (%#x len %d)", rq.Local.ID, rq.Local.Addr, rq.Local.Size, r.Addr, r.Size)
-	}
 	if err != nil {
-		t.FailErr(err)
-		return st
+		return nil, err
+	}
+	if uint64(r.Addr) != rq.Local.Addr || r.Size != rq.Local.Size {
+		return nil, core.Errorf(core.ErrNotFound, "local memory %d: descriptor (%#x len %d) does not match the registration (%#x len %d)", rq.Local.ID, rq.Local.Addr, rq.Local.Size, r.Addr, r.Size)
 	}
 	t.Local = r
+	if t.Bytes, err = checkRanges(r, rq); err != nil {
+		return nil, err
+	}
+	t.Ranges = core.CoalesceRanges(rq.Ranges, 0)
+	return data, nil
+}
+
+// checkRanges checks every range against the local region and the remote
+// memory's descriptor, and returns their total size.
+func checkRanges(r *core.Region, rq *Request) (uint64, error) {
 	var total uint64
 	for i, rg := range rq.Ranges {
 		if err := r.CheckRange(rg.LocalOffset, rg.Size); err != nil {
-			t.Fail(core.ErrInvalidArgs, "range %d: local %v", i, err)
-			return st
+			return 0, core.Errorf(core.ErrInvalidArgs, "range %d: local %v", i, err)
 		}
 		if end := rg.RemoteOffset + rg.Size; end < rg.RemoteOffset || end > rq.Remote.Size {
-			t.Fail(core.ErrInvalidArgs, "range %d: remote offset %d size %d exceeds remote memory %d of %d bytes", i, rg.RemoteOffset, rg.Size, rq.Remote.ID, rq.Remote.Size)
-			return st
+			return 0, core.Errorf(core.ErrInvalidArgs, "range %d: remote offset %d size %d exceeds remote memory %d of %d bytes", i, rg.RemoteOffset, rg.Size, rq.Remote.ID, rq.Remote.Size)
 		}
 		total += rg.Size
 	}
-	t.Bytes = total
-	t.Ranges = core.CoalesceRanges(rq.Ranges, 0)
-	key := uidKey{peer: t.Peer, uid: t.UID}
-	e.flightMu.Lock()
-	if _, dup := e.inflight[key]; dup {
-		e.flightMu.Unlock()
-		t.Fail(core.ErrInvalidArgs, "transfer uid %d to %q is already in flight", t.UID, t.Peer)
-		return st
-	}
-	e.inflight[key] = struct{}{}
-	e.flightMu.Unlock()
-	t.Instance = e.instance.Add(1)
-	timeout := e.cfg.TransferTimeout
-	// The clean-up is registered before the timer exists: the timer may
-	// fire (and end the transfer) before AfterFunc has even returned.
-	var timer atomic.Pointer[time.Timer]
-	t.OnDone(func() {
-		if tm := timer.Load(); tm != nil {
-			tm.Stop()
-		}
-		e.flightMu.Lock()
-		delete(e.inflight, key)
-		e.flightMu.Unlock()
-	})
-	tm := time.AfterFunc(timeout, func() {
-		t.Fail(core.ErrTimeout, "timed out after %s", timeout)
-	})
-	timer.Store(tm)
-	if t.Done() {
-		tm.Stop()
-	}
-	e.route(t, data)
-	return st
+	return total, nil
 }
 
 // route is where a transfer's path is decided: the same-host GPU path
@@ -616,9 +599,7 @@ func (e *Engine) Security() SecurityStats {
 
 // InFlight returns the number of transfers not yet ended.
 func (e *Engine) InFlight() int {
-	e.flightMu.Lock()
-	defer e.flightMu.Unlock()
-	return len(e.inflight)
+	return e.flights.Len()
 }
 
 // Close stops the engine: transfers in flight fail, connections close.
