@@ -24,9 +24,11 @@ type AutoConfig struct {
 // LinkDone) and each codec's encode and decode speed (enc, dec, on one
 // core) and ratio measured on samples of the data, W being the Compressor's
 // workers; it compresses with the faster codec when that beats raw/link by
-// Margin. Samples grow rare (up to MaxSampleGap batches apart) while no
-// codec could pay even on perfectly compressible data, so a fast link pays
-// almost nothing for Auto. Safe for concurrent use.
+// Margin. Samples are taken 8 batches apart after the decision changes,
+// then grow rarer while it holds (up to 64 batches apart, and up to
+// MaxSampleGap while no codec could pay even on perfectly compressible
+// data), so a fast link pays almost nothing for Auto. Safe for concurrent
+// use.
 type Auto struct {
 	c   *Compressor
 	cfg AutoConfig
@@ -38,6 +40,7 @@ type Auto struct {
 	nextProbe uint64
 	probeGap  uint64
 	chosen    [numCodecs]uint64
+	last      Codec
 
 	// the link meter
 	inflight  int
@@ -116,11 +119,15 @@ func (a *Auto) decide() Codec {
 			best, bestRate = c, rate
 		}
 	}
-	if canPay {
-		a.probeGap = 8
-	} else {
+	switch {
+	case !canPay:
 		a.probeGap = min(a.probeGap*2, uint64(a.cfg.MaxSampleGap))
+	case best != a.last:
+		a.probeGap = 8
+	default:
+		a.probeGap = min(a.probeGap*2, 64)
 	}
+	a.last = best
 	return best
 }
 

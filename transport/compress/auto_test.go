@@ -1,0 +1,72 @@
+package compress
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mori-go/mori-go/internal/kvdata"
+	"github.com/stretchr/testify/require"
+)
+
+// drive runs batches of data through the policy as a data plane would and
+// returns how many were sent with each codec and how many were sampled.
+func drive(a *Auto, data []byte, elem, batches int) (chosen [numCodecs]int, samples int) {
+	for range batches {
+		codec, sample := a.Choose()
+		if sample {
+			samples++
+			a.Sample(elem, [][]byte{data})
+		}
+		chosen[codec]++
+	}
+	return chosen, samples
+}
+
+func TestAutoCompressesOnSlowLink(t *testing.T) {
+	c := newTest(t, 2)
+	a := NewAuto(c, AutoConfig{})
+	a.ObserveLink(1<<20, time.Second) // 1 MB/s: any codec that shrinks pays
+	chosen, _ := drive(a, payload(t, kvdata.BF16, 256<<10, 1), 2, 50)
+	require.Equal(t, 1, chosen[Off], "only the first batch, before any sample, goes uncompressed")
+	require.Equal(t, 49, chosen[Zstd], "zstd shrinks shuffled bf16 most: %+v", a.Stats())
+	st := a.Stats()
+	require.Less(t, st.Ratio[Zstd], 0.8)
+	require.Equal(t, uint64(49), st.Chosen[Zstd])
+}
+
+func TestAutoStaysOffOnRandomBytes(t *testing.T) {
+	c := newTest(t, 2)
+	a := NewAuto(c, AutoConfig{})
+	a.ObserveLink(1<<20, time.Second)
+	chosen, _ := drive(a, payload(t, kvdata.Random, 256<<10, 1), 2, 50)
+	require.Equal(t, 50, chosen[Off])
+	require.Equal(t, 1.0, a.Stats().Ratio[S2], "random bytes do not shrink")
+}
+
+func TestAutoBacksOffOnFastLink(t *testing.T) {
+	c := newTest(t, 2)
+	a := NewAuto(c, AutoConfig{})
+	a.ObserveLink(1<<40, time.Second) // 1 TB/s: no codec keeps up
+	chosen, samples := drive(a, payload(t, kvdata.BF16, 256<<10, 1), 2, 5000)
+	require.Equal(t, 5000, chosen[Off])
+	require.LessOrEqual(t, samples, 14, "samples grow rare when compression cannot pay")
+}
+
+func TestAutoWaitsForTheLink(t *testing.T) {
+	c := newTest(t, 2)
+	a := NewAuto(c, AutoConfig{})
+	chosen, _ := drive(a, payload(t, kvdata.BF16, 256<<10, 1), 2, 10)
+	require.Equal(t, 10, chosen[Off], "no link measurement yet: send uncompressed")
+	require.Zero(t, a.Stats().Link)
+}
+
+func TestAutoMeasuresTheLink(t *testing.T) {
+	c := newTest(t, 1)
+	a := NewAuto(c, AutoConfig{})
+	a.LinkStart()
+	a.LinkStart()
+	a.LinkDone(linkWindow / 2)
+	require.Zero(t, a.Stats().Link, "half a window is not a measurement")
+	a.LinkDone(linkWindow / 2)
+	require.Positive(t, a.Stats().Link)
+}
