@@ -147,8 +147,14 @@ func (a *Auto) Sample(elem int, srcs [][]byte) {
 	raw, in, back, out := w.sample[:n], w.sample[n:2*n], w.sample[2*n:3*n], w.sample[3*n:need]
 	sp.gather(raw, 0)
 	Shuffle(in, raw, elem)
+	a.mu.Lock()
+	cold := a.est[S2].ratio.n == 0
+	a.mu.Unlock()
 	var res [numCodecs][3]float64
 	for c := S2; c < numCodecs; c++ {
+		if cold { // the first run of a codec sets up its tables: not a measure
+			a.measure(c, in, out, back, elem)
+		}
 		res[c] = a.measure(c, in, out, back, elem)
 	}
 	a.mu.Lock()

@@ -158,6 +158,9 @@ func TestConcurrentUse(t *testing.T) {
 
 // Allocations do not grow with the number of ranges.
 func TestNoAllocationPerRange(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
 	c := newTest(t, 1)
 	src := payload(t, kvdata.BF16, 1<<20, 1)
 	allocs := func(parts int) float64 {
