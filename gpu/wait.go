@@ -8,14 +8,18 @@ import (
 // Waiting for a stream: the Driver records the stream's event after the
 // work it queued and polls the event, rather than calling
 // cuStreamSynchronize, which under the default scheduling (CU_CTX_SCHED_AUTO)
-// spins a CPU core for as long as the copy runs, inside the application's
-// process. The poll yields the processor between queries for the first
-// spinFor (short copies: a staging slot of 256 KiB takes about 10 µs over
-// PCIe 5), then sleeps, doubling from sleepMin to sleepMax.
+// spins an OS thread per waiting call for as long as the copy runs, inside
+// the application's process. The poll yields the processor to other
+// goroutines between queries for the first spinFor, which covers a staging
+// slot (256 KiB: about 10 µs over PCIe 5) and most same-host batches, then
+// sleeps, doubling from sleepMin to sleepMax. Go rounds short sleeps of an
+// otherwise idle process up to about 1 ms, so a copy that outlasts spinFor
+// may be noticed up to that much late: docs/hardware.md lists this among
+// the first things to measure on a GPU.
 const (
-	spinFor  = 50 * time.Microsecond
+	spinFor  = 200 * time.Microsecond
 	sleepMin = 20 * time.Microsecond
-	sleepMax = time.Millisecond
+	sleepMax = 500 * time.Microsecond
 )
 
 // waitStream waits until the work queued so far on s has finished.
