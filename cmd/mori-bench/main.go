@@ -86,37 +86,12 @@ func run(works []workload, minTime time.Duration, streams int) error {
 	rand.Read(src.Bytes())
 	clear(dst.Bytes())
 
-	cfg := func(key string) stack.Config {
-		c := stack.Config{Config: engine.Config{Key: key}}
-		c.TCP.Streams = streams
-		return c
-	}
-	a, err := stack.New(cfg("bench-initiator"))
+	a, b, sd, dd, err := enginePair(src, dst, streams)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	b, err := stack.New(cfg("bench-target"))
-	if err != nil {
-		return err
-	}
 	defer b.Close()
-	for _, e := range []*engine.Engine{a, b} {
-		if _, err := e.CreateBackend(core.BackendTCP, nil); err != nil {
-			return err
-		}
-	}
-	if err := a.RegisterRemoteEngine(b.Desc()); err != nil {
-		return err
-	}
-	sd, err := a.RegisterMemory(src.Addr(), uint64(src.Len()), -1, core.LocationCPU)
-	if err != nil {
-		return err
-	}
-	dd, err := b.RegisterMemory(dst.Addr(), uint64(dst.Len()), -1, core.LocationCPU)
-	if err != nil {
-		return err
-	}
 	raw, err := newRawPair(dst.Bytes())
 	if err != nil {
 		return err
@@ -126,37 +101,83 @@ func run(works []workload, minTime time.Duration, streams int) error {
 	fmt.Printf("mori-go TCP data plane vs raw TCP socket, loopback, one process, %d streams per peer\n", a.DataBackend().(interface{ Streams() int }).Streams())
 	fmt.Printf("%-16s %12s %12s %8s %14s\n", "workload", "raw GB/s", "mori GB/s", "ratio", "mori ranges/s")
 	for _, w := range works {
-		ranges := make([]core.Range, w.ranges)
-		for i := range ranges {
-			ranges[i] = core.Range{LocalOffset: uint64(i * w.size), RemoteOffset: uint64(2 * i * w.size), Size: uint64(w.size)}
+		if err := measure(w, minTime, raw, a, sd, dd, src, dst); err != nil {
+			return err
 		}
-		bytes := float64(w.size * w.ranges)
-		// Interleave baseline and engine runs so that drift hits both.
-		var rawRates, moriRates []float64
-		deadline := time.Now().Add(minTime)
-		for len(rawRates) < 3 || time.Now().Before(deadline) {
-			t0 := time.Now()
-			if err := raw.send(src.Bytes(), ranges); err != nil {
-				return err
-			}
-			rawRates = append(rawRates, bytes/time.Since(t0).Seconds())
-			t0 = time.Now()
-			st := a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: ranges, UID: a.AllocateTransferUID()}})
-			if c := core.WaitAll(st, time.Minute); c != core.StatusSuccess {
-				return fmt.Errorf("%s: %s: %s", w.name, c, st[0].Message())
-			}
-			moriRates = append(moriRates, bytes/time.Since(t0).Seconds())
-		}
-		// Spot-check the last transfer.
-		for _, i := range []int{0, w.ranges - 1} {
-			r := ranges[i]
-			if !slices.Equal(src.Bytes()[r.LocalOffset:r.LocalOffset+r.Size], dst.Bytes()[r.RemoteOffset:r.RemoteOffset+r.Size]) {
-				return fmt.Errorf("%s: range %d arrived corrupted", w.name, i)
-			}
-		}
-		rr, mr := median(rawRates), median(moriRates)
-		fmt.Printf("%-16s %12.2f %12.2f %7.0f%% %14.0f\n", w.name, rr/1e9, mr/1e9, 100*mr/rr, mr/float64(w.size))
 	}
+	return nil
+}
+
+// enginePair starts an initiator and a target engine over TCP, the target
+// registered with the initiator, src registered with the initiator and dst
+// with the target.
+func enginePair(src, dst *hostmem.Buffer, streams int) (a, b *engine.Engine, sd, dd core.MemoryDesc, err error) {
+	cfg := func(key string) stack.Config {
+		c := stack.Config{Config: engine.Config{Key: key}}
+		c.TCP.Streams = streams
+		return c
+	}
+	if a, err = stack.New(cfg("bench-initiator")); err != nil {
+		return
+	}
+	if b, err = stack.New(cfg("bench-target")); err != nil {
+		a.Close()
+		return
+	}
+	defer func() {
+		if err != nil {
+			a.Close()
+			b.Close()
+		}
+	}()
+	for _, e := range []*engine.Engine{a, b} {
+		if _, err = e.CreateBackend(core.BackendTCP, nil); err != nil {
+			return
+		}
+	}
+	if err = a.RegisterRemoteEngine(b.Desc()); err != nil {
+		return
+	}
+	if sd, err = a.RegisterMemory(src.Addr(), uint64(src.Len()), -1, core.LocationCPU); err != nil {
+		return
+	}
+	dd, err = b.RegisterMemory(dst.Addr(), uint64(dst.Len()), -1, core.LocationCPU)
+	return
+}
+
+// measure runs workload w on the raw socket and the engine, interleaved,
+// for at least minTime, and prints the medians.
+func measure(w workload, minTime time.Duration, raw *rawPair, a *engine.Engine, sd, dd core.MemoryDesc, src, dst *hostmem.Buffer) error {
+	ranges := make([]core.Range, w.ranges)
+	for i := range ranges {
+		ranges[i] = core.Range{LocalOffset: uint64(i * w.size), RemoteOffset: uint64(2 * i * w.size), Size: uint64(w.size)}
+	}
+	bytes := float64(w.size * w.ranges)
+	// Interleave baseline and engine runs so that drift hits both.
+	var rawRates, moriRates []float64
+	deadline := time.Now().Add(minTime)
+	for len(rawRates) < 3 || time.Now().Before(deadline) {
+		t0 := time.Now()
+		if err := raw.send(src.Bytes(), ranges); err != nil {
+			return err
+		}
+		rawRates = append(rawRates, bytes/time.Since(t0).Seconds())
+		t0 = time.Now()
+		st := a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: ranges, UID: a.AllocateTransferUID()}})
+		if c := core.WaitAll(st, time.Minute); c != core.StatusSuccess {
+			return fmt.Errorf("%s: %s: %s", w.name, c, st[0].Message())
+		}
+		moriRates = append(moriRates, bytes/time.Since(t0).Seconds())
+	}
+	// Spot-check the last transfer.
+	for _, i := range []int{0, w.ranges - 1} {
+		r := ranges[i]
+		if !slices.Equal(src.Bytes()[r.LocalOffset:r.LocalOffset+r.Size], dst.Bytes()[r.RemoteOffset:r.RemoteOffset+r.Size]) {
+			return fmt.Errorf("%s: range %d arrived corrupted", w.name, i)
+		}
+	}
+	rr, mr := median(rawRates), median(moriRates)
+	fmt.Printf("%-16s %12.2f %12.2f %7.0f%% %14.0f\n", w.name, rr/1e9, mr/1e9, 100*mr/rr, mr/float64(w.size))
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -223,10 +224,20 @@ func decode(s shape, cfg stack.Config) error {
 	return nil
 }
 
-func prefill(s shape, cfg stack.Config) error {
+// decodeChild is the decode process the prefill side starts and talks to
+// over its standard input and output, one line at a time.
+type decodeChild struct {
+	cmd  *exec.Cmd
+	to   io.WriteCloser
+	from *bufio.Scanner
+}
+
+// startDecode starts this program again as the decode side, with the same
+// flags.
+func startDecode() (*decodeChild, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	args := []string{"-role", "decode"}
 	flag.Visit(func(f *flag.Flag) {
@@ -239,21 +250,32 @@ func prefill(s shape, cfg stack.Config) error {
 	toChild, _ := child.StdinPipe()
 	fromChild, _ := child.StdoutPipe()
 	if err := child.Start(); err != nil {
-		return err
+		return nil, err
 	}
-	defer func() {
-		toChild.Close()
-		child.Wait()
-	}()
 	out := bufio.NewScanner(fromChild)
 	out.Buffer(make([]byte, 1<<20), 1<<20)
-	next := func() (string, error) {
-		if !out.Scan() {
-			return "", fmt.Errorf("decode process ended early: %v", out.Err())
-		}
-		return out.Text(), nil
-	}
+	return &decodeChild{cmd: child, to: toChild, from: out}, nil
+}
 
+// next reads the decode side's next line.
+func (c *decodeChild) next() (string, error) {
+	if !c.from.Scan() {
+		return "", fmt.Errorf("decode process ended early: %v", c.from.Err())
+	}
+	return c.from.Text(), nil
+}
+
+func (c *decodeChild) stop() {
+	c.to.Close()
+	c.cmd.Wait()
+}
+
+func prefill(s shape, cfg stack.Config) error {
+	child, err := startDecode()
+	if err != nil {
+		return err
+	}
+	defer child.stop()
 	n, err := newNode(cfg, s.Layers, s.pages()*s.pageBytes())
 	if err != nil {
 		return err
@@ -264,24 +286,44 @@ func prefill(s shape, cfg stack.Config) error {
 			fill(n.bufs[l].Bytes()[p*s.pageBytes():(p+1)*s.pageBytes()], l, p)
 		}
 	}
-	line, err := next()
+	_, dst, err := connect(s, n, child)
 	if err != nil {
 		return err
+	}
+	var rates []float64
+	for it := 0; it < s.Iters; it++ {
+		rate, err := iterate(s, n, child, dst, it)
+		if err != nil {
+			return err
+		}
+		rates = append(rates, rate)
+	}
+	slices.Sort(rates)
+	fmt.Printf("result: median %.2f GB/s over %d iterations; every byte checked\n", rates[len(rates)/2], len(rates))
+	return nil
+}
+
+// connect reads the decode side's descriptors, registers it, sends this
+// side's and waits for it to be ready.
+func connect(s shape, n *node, child *decodeChild) (core.EngineDesc, []core.MemoryDesc, error) {
+	line, err := child.next()
+	if err != nil {
+		return core.EngineDesc{}, nil, err
 	}
 	ed, dst, err := parseLine(line)
 	if err != nil {
-		return err
+		return ed, nil, err
 	}
 	if len(dst) != s.Layers {
-		return fmt.Errorf("decode registered %d layers, want %d", len(dst), s.Layers)
+		return ed, nil, fmt.Errorf("decode registered %d layers, want %d", len(dst), s.Layers)
 	}
 	t0 := time.Now()
 	if err := n.e.RegisterRemoteEngine(ed); err != nil {
-		return err
+		return ed, nil, err
 	}
-	fmt.Fprintln(toChild, n.descLine())
-	if l, err := next(); err != nil || l != "ready" {
-		return fmt.Errorf("decode not ready: %q %v", l, err)
+	fmt.Fprintln(child.to, n.descLine())
+	if l, err := child.next(); err != nil || l != "ready" {
+		return ed, nil, fmt.Errorf("decode not ready: %q %v", l, err)
 	}
 	setup := time.Since(t0)
 	total := uint64(s.Layers * s.Tokens * s.tokenBytes())
@@ -289,48 +331,49 @@ func prefill(s shape, cfg stack.Config) error {
 	fmt.Printf("request: %d layers x %d tokens x %d x %d B (MLA, bf16) = %.1f MiB in %d pages of %d tokens per layer, scattered over the decode cache\n",
 		s.Layers, s.Tokens, s.Hidden, s.Elem, float64(total)/(1<<20), s.pages(), s.Page)
 	fmt.Printf("connection set-up (register_remote_engine both ways): %s\n", setup.Round(time.Microsecond))
-	var rates []float64
-	for it := 0; it < s.Iters; it++ {
-		place := placement(s, it)
-		reqs := make([]engine.Request, s.Layers)
-		uids := make([]string, s.Layers)
-		for l := range reqs {
-			rs := make([]core.Range, s.pages())
-			for i, dp := range place {
-				rs[i] = core.Range{LocalOffset: uint64(i * s.pageBytes()), RemoteOffset: uint64(dp * s.pageBytes()), Size: uint64(s.pageBytes())}
-			}
-			uid := n.e.AllocateTransferUID()
-			uids[l] = fmt.Sprint(uid)
-			reqs[l] = engine.Request{Local: n.descs[l], Remote: dst[l], Ranges: rs, UID: uid}
+	return ed, dst, nil
+}
+
+// iterate writes every layer once, to pages placed anew, has the decode
+// side check them and returns the rate in GB/s.
+func iterate(s shape, n *node, child *decodeChild, dst []core.MemoryDesc, it int) (float64, error) {
+	total := uint64(s.Layers * s.Tokens * s.tokenBytes())
+	place := placement(s, it)
+	reqs := make([]engine.Request, s.Layers)
+	uids := make([]string, s.Layers)
+	for l := range reqs {
+		rs := make([]core.Range, s.pages())
+		for i, dp := range place {
+			rs[i] = core.Range{LocalOffset: uint64(i * s.pageBytes()), RemoteOffset: uint64(dp * s.pageBytes()), Size: uint64(s.pageBytes())}
 		}
-		start := time.Now()
-		sts := n.e.Submit(core.OpWrite, reqs)
-		code := core.WaitAll(sts, 2*time.Minute)
-		el := time.Since(start)
-		if code != core.StatusSuccess {
-			for _, st := range sts {
-				if st.Code().Failed() {
-					return fmt.Errorf("iteration %d: %s: %s", it, st.Code(), st.Message())
-				}
-			}
-			return fmt.Errorf("iteration %d: %s", it, code)
-		}
-		fmt.Fprintf(toChild, "check %d %s\n", it, strings.Join(uids, " "))
-		res, err := next()
-		if err != nil {
-			return err
-		}
-		var gi, bad, inbound int
-		fmt.Sscanf(res, "checked %d %d %d", &gi, &bad, &inbound)
-		if bad != 0 {
-			return fmt.Errorf("iteration %d: %d pages differ on decode", it, bad)
-		}
-		rate := float64(total) / el.Seconds() / 1e9
-		rates = append(rates, rate)
-		fmt.Printf("iteration %d: %d transfers (one per layer), %d ranges, %.1f MiB in %s = %.2f GB/s; decode checked %d pages byte for byte: all intact; inbound SUCCESS for %d/%d uids\n",
-			it, s.Layers, s.Layers*s.pages(), float64(total)/(1<<20), el.Round(time.Microsecond), rate, s.Layers*s.pages(), inbound, s.Layers)
+		uid := n.e.AllocateTransferUID()
+		uids[l] = fmt.Sprint(uid)
+		reqs[l] = engine.Request{Local: n.descs[l], Remote: dst[l], Ranges: rs, UID: uid}
 	}
-	slices.Sort(rates)
-	fmt.Printf("result: median %.2f GB/s over %d iterations; every byte checked\n", rates[len(rates)/2], len(rates))
-	return nil
+	start := time.Now()
+	sts := n.e.Submit(core.OpWrite, reqs)
+	code := core.WaitAll(sts, 2*time.Minute)
+	el := time.Since(start)
+	if code != core.StatusSuccess {
+		for _, st := range sts {
+			if st.Code().Failed() {
+				return 0, fmt.Errorf("iteration %d: %s: %s", it, st.Code(), st.Message())
+			}
+		}
+		return 0, fmt.Errorf("iteration %d: %s", it, code)
+	}
+	fmt.Fprintf(child.to, "check %d %s\n", it, strings.Join(uids, " "))
+	res, err := child.next()
+	if err != nil {
+		return 0, err
+	}
+	var gi, bad, inbound int
+	fmt.Sscanf(res, "checked %d %d %d", &gi, &bad, &inbound)
+	if bad != 0 {
+		return 0, fmt.Errorf("iteration %d: %d pages differ on decode", it, bad)
+	}
+	rate := float64(total) / el.Seconds() / 1e9
+	fmt.Printf("iteration %d: %d transfers (one per layer), %d ranges, %.1f MiB in %s = %.2f GB/s; decode checked %d pages byte for byte: all intact; inbound SUCCESS for %d/%d uids\n",
+		it, s.Layers, s.Layers*s.pages(), float64(total)/(1<<20), el.Round(time.Microsecond), rate, s.Layers*s.pages(), inbound, s.Layers)
+	return rate, nil
 }
