@@ -288,39 +288,39 @@ func (s *server) serveFrame(st *connState) error {
 	}
 	lattrace.Mark(lattrace.TargetCheck)
 	if h.Type == reqWrite {
-		var gerr error
-		gerr, err = s.receive(st, region, st.ranges, h.Payload)
+		var deviceErr error
+		deviceErr, err = s.receive(st, region, st.ranges, h.Payload)
 		lattrace.Mark(lattrace.TargetLand)
 		region.Release()
 		if err != nil {
 			err = core.Errorf(core.ErrConnection, "connection from engine %q lost in the middle of a write: %w", st.peer, err)
 		} else {
-			err = gerr
+			err = deviceErr
 		}
 		s.env.Inbound.Complete(key, h.Instance, err)
 		switch {
-		case gerr != nil:
+		case deviceErr != nil:
 			// The payload was read; the stream is in step.
-			s.log.Warn("tcp backend: write into GPU memory failed", "peer", st.peer, "uid", h.UID, "err", gerr)
-			return s.respond(st, reqWrite, core.CodeOf(gerr), gerr.Error(), 0)
+			s.log.Warn("tcp backend: write into GPU memory failed", "peer", st.peer, "uid", h.UID, "err", deviceErr)
+			return s.respond(st, reqWrite, core.CodeOf(deviceErr), deviceErr.Error(), 0)
 		case err != nil:
 			return err
 		}
 		return s.respond(st, reqWrite, core.StatusSuccess, "", 0)
 	}
-	var gerr error
-	gerr, err = s.sendData(st, region, st.ranges, total)
+	var deviceErr error
+	deviceErr, err = s.sendData(st, region, st.ranges, total)
 	region.Release()
 	if err != nil {
 		err = core.Errorf(core.ErrConnection, "connection from engine %q lost in the middle of a read: %w", st.peer, err)
 	} else {
-		err = gerr
+		err = deviceErr
 	}
 	s.env.Inbound.Complete(key, h.Instance, err)
-	if gerr != nil {
+	if deviceErr != nil {
 		// Nothing of the response was sent yet.
-		s.log.Warn("tcp backend: read of GPU memory failed", "peer", st.peer, "uid", h.UID, "err", gerr)
-		return s.respond(st, reqRead, core.CodeOf(gerr), gerr.Error(), 0)
+		s.log.Warn("tcp backend: read of GPU memory failed", "peer", st.peer, "uid", h.UID, "err", deviceErr)
+		return s.respond(st, reqRead, core.CodeOf(deviceErr), deviceErr.Error(), 0)
 	}
 	return err
 }
@@ -347,9 +347,9 @@ func (s *server) check(h *reqHeader, ranges []core.Range) (*core.Region, error) 
 // memory when the CPU can address it. GPU memory is filled through the
 // driver's staging ring: the socket fills one page-locked chunk while the
 // previous ones are copied to the device. A failed device copy is returned
-// as gerr once the rest of the payload has been drained (the stream stays
-// in step, the frame is refused); err is a broken stream.
-func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, payload uint64) (gerr, err error) {
+// as deviceErr once the rest of the payload has been drained (the stream stays
+// in step, the frame is refused); streamErr is a broken stream.
+func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, payload uint64) (deviceErr, streamErr error) {
 	if r.Host {
 		for _, e := range ranges {
 			if _, err := io.ReadFull(st.br, r.Bytes(e.RemoteOffset, e.Size)); err != nil {
@@ -361,7 +361,7 @@ func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, pay
 	st.spans = regionSpans(st.spans, r, ranges)
 	var got uint64
 	var netErr error
-	gerr = s.env.GPU.WriteStaged(r.Device, st.spans, func(b []byte) error {
+	deviceErr = s.env.GPU.WriteStaged(r.Device, st.spans, func(b []byte) error {
 		if _, err := io.ReadFull(st.br, b); err != nil {
 			netErr = err
 			return err
@@ -372,11 +372,11 @@ func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, pay
 	if netErr != nil {
 		return nil, netErr
 	}
-	if gerr != nil {
+	if deviceErr != nil {
 		if _, err := io.CopyN(io.Discard, st.br, int64(payload-got)); err != nil {
 			return nil, err
 		}
-		return core.Errorf(core.ErrGPUOp, "copy to GPU %d memory %d: %w", r.Device, r.ID, gerr), nil
+		return core.Errorf(core.ErrGPUOp, "copy to GPU %d memory %d: %w", r.Device, r.ID, deviceErr), nil
 	}
 	return nil, nil
 }
@@ -394,9 +394,9 @@ func regionSpans(spans []core.DeviceSpan, r *core.Region, ranges []core.Range) [
 // sendData answers a read with the requested bytes. GPU memory goes
 // through the driver's staging ring: each chunk is written while the next
 // ones are copied from the device. A failed device copy before the first
-// chunk is returned as gerr, with nothing sent (the caller answers with an
+// chunk is returned as deviceErr, with nothing sent (the caller answers with an
 // error); after it, the response is half sent and the stream is broken.
-func (s *server) sendData(st *connState, r *core.Region, ranges []core.Range, total uint64) (gerr, err error) {
+func (s *server) sendData(st *connState, r *core.Region, ranges []core.Range, total uint64) (deviceErr, streamErr error) {
 	var hb [respHeaderLen]byte
 	h := respHeader{Type: respData, Code: core.StatusSuccess, Payload: total}
 	h.put(hb[:])
@@ -404,7 +404,7 @@ func (s *server) sendData(st *connState, r *core.Region, ranges []core.Range, to
 		st.spans = regionSpans(st.spans, r, ranges)
 		started := false
 		var netErr error
-		gerr = s.env.GPU.ReadStaged(r.Device, st.spans, func(b []byte) error {
+		deviceErr = s.env.GPU.ReadStaged(r.Device, st.spans, func(b []byte) error {
 			if !started {
 				started = true
 				if _, err := st.bw.Write(hb[:]); err != nil {
@@ -425,10 +425,10 @@ func (s *server) sendData(st *connState, r *core.Region, ranges []core.Range, to
 		switch {
 		case netErr != nil:
 			return nil, netErr
-		case gerr != nil && !started:
-			return core.Errorf(core.ErrGPUOp, "copy from GPU %d memory %d: %w", r.Device, r.ID, gerr), nil
-		case gerr != nil:
-			return nil, core.Errorf(core.ErrGPUOp, "copy from GPU %d memory %d (response half sent): %w", r.Device, r.ID, gerr)
+		case deviceErr != nil && !started:
+			return core.Errorf(core.ErrGPUOp, "copy from GPU %d memory %d: %w", r.Device, r.ID, deviceErr), nil
+		case deviceErr != nil:
+			return nil, core.Errorf(core.ErrGPUOp, "copy from GPU %d memory %d (response half sent): %w", r.Device, r.ID, deviceErr)
 		}
 		return nil, nil
 	}
