@@ -1,6 +1,7 @@
 package rdma_test
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -228,6 +229,9 @@ type fakeGPU struct {
 	fd      int
 	mem     []byte
 	exports atomic.Int32
+	// noDmabuf: the driver exports no dma-buf (the proprietary NVIDIA
+	// modules, ROCm before 6.x).
+	noDmabuf bool
 }
 
 func newFakeGPU(t *testing.T, size int) *fakeGPU {
@@ -266,6 +270,9 @@ func (g *fakeGPU) ExportDmabuf(addr uintptr, size uint64, device int) (int, uint
 	if err := g.CheckDeviceRange(addr, size, device); err != nil {
 		return -1, 0, err
 	}
+	if g.noDmabuf {
+		return -1, 0, errors.New("CUDA_ERROR_NOT_SUPPORTED: dma-buf is not supported by this driver")
+	}
 	fd, err := unix.Dup(g.fd)
 	if err != nil {
 		return -1, 0, err
@@ -274,9 +281,12 @@ func (g *fakeGPU) ExportDmabuf(addr uintptr, size uint64, device int) (int, uint
 	return fd, uint64(addr - g.base()), nil
 }
 
+// Without a peer-memory module, GPU memory is registered as the dma-buf
+// that the GPU driver exports.
 func TestSimGPUMemoryIsRegisteredByDmabuf(t *testing.T) {
 	fab := newFabric()
 	gpu := newFakeGPU(t, 1<<20)
+	fab.AddDeviceMemory(gpu.base(), uint64(len(gpu.mem)))
 	a := newSimEngine(t, "prefill", fab.AddHost("a", nic0), engineOpts{cfg: defaultRDMA()})
 	b := newSimEngine(t, "decode", fab.AddHost("b", nic0), engineOpts{cfg: defaultRDMA(), gpu: gpu})
 	require.NoError(t, a.RegisterRemoteEngine(b.Desc()))

@@ -16,6 +16,14 @@ type Config struct {
 	// RNRInterval is how long a SEND waits for the receiver to post a
 	// receive before trying again (default 100 µs).
 	RNRInterval time.Duration
+	// PeerMemory: a peer-memory module (nvidia-peermem, amdgpu) is
+	// loaded, so ibv_reg_mr accepts GPU memory (see AddDeviceMemory).
+	// Without it, registering GPU memory by address fails with EFAULT, as
+	// get_user_pages does on device addresses.
+	PeerMemory bool
+	// NoDmabuf: ibv_reg_dmabuf_mr is unsupported (rdma-core before 34, or
+	// a kernel or provider without dma-buf), failing with EOPNOTSUPP.
+	NoDmabuf bool
 }
 
 // NIC describes a simulated device with one port.
@@ -49,6 +57,7 @@ type Fabric struct {
 	cqCap   int
 	frozen  bool
 	count   counters
+	device  [][2]uintptr // GPU memory ranges [start, end)
 
 	// dma is held for reading while a work request touches memory and for
 	// writing while an MR is deregistered, so that once ibv_dereg_mr
@@ -268,6 +277,26 @@ func (f *Fabric) FailQP(d *Device, qpn uint32) bool {
 	q.toError()
 	q.ctx.raise(verbs.AsyncEvent{Type: verbs.EventQPFatal, QPNum: qpn})
 	return true
+}
+
+// AddDeviceMemory marks [addr, addr+size) as GPU memory: ibv_reg_mr of
+// any part of it fails unless Config.PeerMemory.
+func (f *Fabric) AddDeviceMemory(addr uintptr, size uint64) {
+	f.mu.Lock()
+	f.device = append(f.device, [2]uintptr{addr, addr + uintptr(size)})
+	f.mu.Unlock()
+}
+
+// isDeviceMemory reports whether [addr, addr+size) touches GPU memory.
+func (f *Fabric) isDeviceMemory(addr uintptr, size uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.device {
+		if addr < r[1] && addr+uintptr(size) > r[0] {
+			return true
+		}
+	}
+	return false
 }
 
 // QPNums lists the numbers of d's QPs.

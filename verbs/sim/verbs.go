@@ -129,6 +129,9 @@ func (p *pd) RegMR(addr uintptr, length uint64, access verbs.Access) (verbs.MR, 
 	if addr == 0 || length == 0 {
 		return nil, fmt.Errorf("sim: reg mr %#x len %d: %w", addr, length, syscall.EINVAL)
 	}
+	if f := p.ctx.d.f; !f.cfg.PeerMemory && f.isDeviceMemory(addr, length) {
+		return nil, fmt.Errorf("sim: reg mr %#x len %d (GPU memory, no peer-memory module): %w", addr, length, syscall.EFAULT)
+	}
 	m := &mr{pd: p, key: p.ctx.d.f.newKey(), iova: uint64(addr), length: length, access: access, mem: memory(addr, length)}
 	p.mu.Lock()
 	p.mrs[m.key] = m
@@ -137,6 +140,9 @@ func (p *pd) RegMR(addr uintptr, length uint64, access verbs.Access) (verbs.MR, 
 }
 
 func (p *pd) RegDmabufMR(offset, length, iova uint64, fd int, access verbs.Access) (verbs.MR, error) {
+	if p.ctx.d.f.cfg.NoDmabuf {
+		return nil, fmt.Errorf("sim: ibv_reg_dmabuf_mr: %w", syscall.EOPNOTSUPP)
+	}
 	if length == 0 || iova%uint64(unix.Getpagesize()) != offset%uint64(unix.Getpagesize()) {
 		return nil, fmt.Errorf("sim: reg dmabuf mr offset %d len %d iova %#x: %w", offset, length, iova, syscall.EINVAL)
 	}
