@@ -65,6 +65,10 @@ type Options struct {
 	// ReconnectBackoff is the first wait between attempts to rebuild a
 	// broken QP (default 50 ms, doubling up to 5 s).
 	ReconnectBackoff time.Duration
+	// NewTimer makes the timers of the polling loop's parks (default
+	// time.NewTimer). The simulator's Fabric.NewTimer rounds them up as
+	// Go's runtime does in an idle process.
+	NewTimer func(time.Duration) *time.Timer
 	// Getenv reads MORI's environment variables once, in the factory, for
 	// settings left empty (default os.Getenv). Tests pass a stub.
 	Getenv func(string) string

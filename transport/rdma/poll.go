@@ -33,21 +33,24 @@ func (b *Backend) wake() {
 	}
 }
 
-// Polling-mode pacing: after pollSpin empty rounds the loop sleeps, a
-// little while work is outstanding and up to idleWait when nothing is (a
-// target then sees notifications within idleWait).
+// Polling-mode pacing. While work is outstanding the loop polls without
+// sleeping (yielding to other goroutines between rounds): Go rounds short
+// timers of an otherwise idle process up to about a millisecond, so any
+// sleep would add that to a transfer. It parks only when idle, after
+// pollSpin empty rounds, until work is posted or idleWait passes (a target
+// then sees notifications within idleWait), and when outstanding work has
+// made no progress for stallSpin (a lost peer: the QP's retries take
+// longer than that anyway).
 const (
-	pollSpin    = 64
-	busyWaitMax = 200 * time.Microsecond
-	idleWait    = time.Millisecond
+	pollSpin  = 64
+	stallSpin = 200 * time.Millisecond
+	idleWait  = time.Millisecond
 )
 
 // pollLoop polls every CQ of the backend (PollCqMode 0).
 func (b *Backend) pollLoop() {
 	defer b.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	idle := 0
+	idle, progress := 0, time.Now()
 	for {
 		select {
 		case <-b.stop:
@@ -59,29 +62,34 @@ func (b *Backend) pollLoop() {
 			got += c.poll()
 		}
 		if got > 0 {
-			idle = 0
+			idle, progress = 0, time.Now()
 			continue
 		}
 		idle++
-		if idle < pollSpin {
+		busy := b.inflight.Load() > 0
+		if (busy && time.Since(progress) < stallSpin) || (!busy && idle < pollSpin) {
 			runtime.Gosched()
 			continue
 		}
-		wait := idleWait
-		if b.inflight.Load() > 0 {
-			wait = min(busyWaitMax, time.Microsecond<<min(idle-pollSpin, 8))
-		}
-		timer.Reset(wait)
-		select {
-		case <-b.stop:
-			timer.Stop()
+		if !b.park() {
 			return
-		case <-b.kick:
-			timer.Stop()
-			idle = 0
-		case <-timer.C:
 		}
+		idle, progress = 0, time.Now()
 	}
+}
+
+// park waits until work is posted, idleWait passes or the backend stops;
+// it reports false when the backend stops.
+func (b *Backend) park() bool {
+	timer := b.s.NewTimer(idleWait)
+	defer timer.Stop()
+	select {
+	case <-b.stop:
+		return false
+	case <-b.kick:
+	case <-timer.C:
+	}
+	return true
 }
 
 // eventLoop waits for completion events of one NIC's CQs (PollCqMode 1).

@@ -54,6 +54,9 @@ func withDefaults(o Options) Options {
 	if o.Getenv == nil {
 		o.Getenv = os.Getenv
 	}
+	if o.NewTimer == nil {
+		o.NewTimer = time.NewTimer
+	}
 	if o.Topology.Root == "" {
 		o.Topology = SystemTopology()
 	}
