@@ -71,25 +71,29 @@ func (b *Backend) pollLoop() {
 			runtime.Gosched()
 			continue
 		}
-		if !b.park() {
+		kicked, ok := b.park()
+		if !ok {
 			return
 		}
-		idle, progress = 0, time.Now()
+		if kicked {
+			idle, progress = 0, time.Now()
+		}
 	}
 }
 
-// park waits until work is posted, idleWait passes or the backend stops;
-// it reports false when the backend stops.
-func (b *Backend) park() bool {
+// park waits until work is posted (kicked), idleWait passes or the backend
+// stops (ok false).
+func (b *Backend) park() (kicked, ok bool) {
 	timer := b.s.NewTimer(idleWait)
 	defer timer.Stop()
 	select {
 	case <-b.stop:
-		return false
+		return false, false
 	case <-b.kick:
+		return true, true
 	case <-timer.C:
+		return false, true
 	}
-	return true
 }
 
 // eventLoop waits for completion events of one NIC's CQs (PollCqMode 1).
