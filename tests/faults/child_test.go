@@ -43,6 +43,10 @@ type childConfig struct {
 	StallMS   int    `json:"stall_ms"`
 	DialMS    int    `json:"dial_ms"`
 	ChunkSize int    `json:"chunk_size,omitempty"`
+	// Port and DataPort fix the control-plane and TCP data ports (0: any
+	// free one), so that a restarted child answers at the same address.
+	Port     int `json:"port,omitempty"`
+	DataPort int `json:"data_port,omitempty"`
 	LifetimeS int    `json:"lifetime_s"`
 }
 
@@ -128,6 +132,7 @@ func runChild(cfg childConfig) {
 		ecfg.TCP.DialTimeout = time.Duration(cfg.DialMS) * time.Millisecond
 	}
 	ecfg.TCP.ChunkSize = cfg.ChunkSize
+	ecfg.Port, ecfg.TCP.Port = cfg.Port, cfg.DataPort
 	e, err := startEngine(ecfg)
 	if err != nil {
 		childFatal("start engine: %v", err)
@@ -183,11 +188,18 @@ func runChild(cfg childConfig) {
 				childSend(msg{Err: "write: past the memory"})
 				continue
 			}
+			dst := remote
+			if len(m.Mem) > 0 { // a memory descriptor of the caller's choosing (a stale one)
+				if err := dst.UnmarshalBinary(m.Mem); err != nil {
+					childSend(msg{Err: err.Error()})
+					continue
+				}
+			}
 			reqs := make([]engine.Request, n)
 			for i := range reqs {
 				off := uint64(i) * size
 				fillPattern(buf.Bytes()[off:off+size], m.Seed+uint64(i))
-				reqs[i] = engine.Request{Local: md, Remote: remote, Ranges: []core.Range{{LocalOffset: off, RemoteOffset: off, Size: size}}, UID: m.UID + uint64(i)}
+				reqs[i] = engine.Request{Local: md, Remote: dst, Ranges: []core.Range{{LocalOffset: off, RemoteOffset: off, Size: size}}, UID: m.UID + uint64(i)}
 			}
 			start := time.Now()
 			sts := e.Submit(core.OpWrite, reqs)
@@ -213,6 +225,23 @@ func runChild(cfg childConfig) {
 			}
 			if err := checkPattern(buf.Bytes()[m.Off:m.Off+m.Size], m.Seed); err != nil {
 				childSend(msg{Err: err.Error()})
+				continue
+			}
+			childSend(msg{OK: true})
+		case "poison": // target: fill [off, off+size) with the byte seed
+			if m.Off+m.Size > uint64(buf.Len()) {
+				childSend(msg{Err: "poison: past the memory"})
+				continue
+			}
+			poison(buf.Bytes()[m.Off:m.Off+m.Size], byte(m.Seed))
+			childSend(msg{OK: true})
+		case "untouched": // target: is [off, off+size) still all the byte seed?
+			if m.Off+m.Size > uint64(buf.Len()) {
+				childSend(msg{Err: "untouched: past the memory"})
+				continue
+			}
+			if i := firstNot(buf.Bytes()[m.Off:m.Off+m.Size], byte(m.Seed)); i >= 0 {
+				childSend(msg{Err: fmt.Sprintf("byte %d of %d changed to %#x", i, m.Size, buf.Bytes()[m.Off+uint64(i)])})
 				continue
 			}
 			childSend(msg{OK: true})

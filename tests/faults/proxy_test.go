@@ -230,3 +230,33 @@ func dataAddr(d core.EngineDesc) string {
 	blob := d.Blob(core.BackendTCP)
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(binary.LittleEndian.Uint16(blob))))
 }
+
+// reset cuts the idx-th relayed connection with a TCP reset on both sides
+// (what a middlebox dropping the flow does); the others go on.
+func (p *proxy) reset(idx int) {
+	p.mu.Lock()
+	var c *pconn
+	if idx < len(p.conns) {
+		c = p.conns[idx]
+	}
+	p.mu.Unlock()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.dropped = true
+	c.mu.Unlock()
+	for _, x := range []net.Conn{c.client, c.server} {
+		if tc, ok := x.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		x.Close()
+	}
+}
+
+// count is how many connections the proxy has relayed.
+func (p *proxy) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}

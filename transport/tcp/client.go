@@ -315,6 +315,13 @@ func (s *stream) fail(err error) {
 	s.inflight, s.queue = nil, nil
 	s.cond.Broadcast()
 	s.mu.Unlock()
+	if tc, ok := s.c.(*net.TCPConn); ok && len(inflight) > 0 {
+		// Reset, not close: a graceful close would still deliver the bytes
+		// of the frames in flight (the kernel keeps sending them after
+		// Close), and a write reported failed here would land later,
+		// possibly over a newer write to the same memory.
+		tc.SetLinger(0)
+	}
 	s.c.Close()
 	// Frames in flight are not recycled: the reader may be matching a
 	// response to the first one, and the writer may still be sending them.
@@ -325,6 +332,10 @@ func (s *stream) fail(err error) {
 		f.t.FailErr(err)
 		putFrame(f)
 	}
+	// Replace the stream now, rather than when every other stream of the
+	// peer has broken too: one reset stream must not leave the peer on
+	// fewer streams for good. (A closed peer is not redialed.)
+	go s.p.redialBroken()
 }
 
 func (s *stream) connErr(what string, err error) error {
