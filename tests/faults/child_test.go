@@ -45,9 +45,9 @@ type childConfig struct {
 	ChunkSize int    `json:"chunk_size,omitempty"`
 	// Port and DataPort fix the control-plane and TCP data ports (0: any
 	// free one), so that a restarted child answers at the same address.
-	Port     int `json:"port,omitempty"`
-	DataPort int `json:"data_port,omitempty"`
-	LifetimeS int    `json:"lifetime_s"`
+	Port      int `json:"port,omitempty"`
+	DataPort  int `json:"data_port,omitempty"`
+	LifetimeS int `json:"lifetime_s"`
 }
 
 // msg is a command or an answer.

@@ -36,9 +36,9 @@ const (
 var nsName = regexp.MustCompile(`^mgf(\d+)[ab]$`)
 
 type netnsPair struct {
-	t          testing.TB
-	a, b       string // namespace names
-	va, vb     string // veth ends
+	t      testing.TB
+	a, b   string // namespace names
+	va, vb string // veth ends
 }
 
 func run(args ...string) (string, error) {
