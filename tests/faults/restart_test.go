@@ -80,25 +80,24 @@ func TestPeerRestarted(t *testing.T) {
 			untouched := fresh.call(msg{Cmd: "untouched", Size: size, Seed: 0xEE}, 10*time.Second)
 			t.Logf("%s: restarted in %s; writes through the stale descriptors for 2 s: %v (first message of each: %q), slowest ended in %s; the new process's memory untouched: %v %s",
 				c.name, restarted.Round(time.Millisecond), outcomes, first, worst.Round(time.Microsecond), untouched.OK, untouched.Err)
-			if !c.sameKey {
-				// A new key: the engine answering at the old address is
-				// not the one registered; every stale write is refused.
-				require.Zero(t, landed, "a write through a stale descriptor succeeded against a new engine: %v", outcomes)
-				require.True(t, untouched.OK, "a stale write landed in the new process: %s", untouched.Err)
-			} else {
-				// The same key. Today the engine cannot tell the new process
-				// from the old one: memory ids are small integers, the new
-				// process's first registration has the old one's id, and
-				// the stale write lands in it. This pins that known limit
-				// (docs/reliability.md); per-registration access tokens in
-				// memory descriptors are to close it, and this assertion
-				// is to flip to "refused" with them.
-				require.NotZero(t, landed, "stale writes are refused now: flip this assertion (and the docs)")
-				require.False(t, untouched.OK, "stale writes succeeded but nothing landed in the new process")
-			}
+			// Every stale write fails fast, and nothing lands: the new
+			// process has not admitted this initiator yet (it never
+			// registered it), and with a new key the engine answering at
+			// the old address is not the one registered.
+			require.Zero(t, landed, "a write through a stale descriptor succeeded against the new process: %v", outcomes)
+			require.True(t, untouched.OK, "a stale write landed in the new process: %s", untouched.Err)
 
 			// Registering the new process makes transfers work again.
 			require.NoError(t, a.RegisterRemoteEngine(fresh.engineDesc()))
+			// Even now, the old memory descriptor is refused: its id is
+			// the new registration's, its access token is not (the
+			// token is what tells the registrations apart).
+			st := write(a, sd, oldMem, 0, 0, size)
+			code := st.Wait(transferTimeout + waitSlack)
+			require.True(t, code.Failed(), "a write through the old memory descriptor, after registering the new process, ended in %s", code)
+			untouched = fresh.call(msg{Cmd: "untouched", Size: size, Seed: 0xEE}, 10*time.Second)
+			require.True(t, untouched.OK, "a write through the old memory descriptor landed in the new process: %s", untouched.Err)
+			t.Logf("%s: after registering the new process, a write through the old memory descriptor: %s: %s", c.name, code, st.Message())
 			fillPattern(src.Bytes(), 3)
 			requireSuccess(t, write(a, sd, freshMem, 0, 0, size), "write to the new process after registering it")
 			require.True(t, fresh.call(msg{Cmd: "check", Size: size, Seed: 3}, 10*time.Second).OK, "the write after re-registration is not intact")

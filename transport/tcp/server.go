@@ -100,6 +100,7 @@ func (s *server) close() {
 // stall timeout, while an idle stream between frames waits for ever.
 type stallReader struct {
 	c     net.Conn
+	in    *goneReader // reads c
 	stall time.Duration
 	armed bool
 }
@@ -108,7 +109,7 @@ func (r *stallReader) Read(p []byte) (int, error) {
 	if r.armed {
 		r.c.SetReadDeadline(time.Now().Add(r.stall))
 	}
-	return r.c.Read(p)
+	return r.in.Read(p)
 }
 
 func (r *stallReader) arm(on bool) {
@@ -193,12 +194,13 @@ func (s *server) serve(c net.Conn) error {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	plain := c // the TCP connection under TLS, if any
 	c, err := s.secure(c)
 	if err != nil {
 		s.handshakeOver(remoteHost(c))
 		return err
 	}
-	sr := &stallReader{c: c, stall: s.cfg.StallTimeout}
+	sr := &stallReader{c: c, in: newGoneReader(plain, c), stall: s.cfg.StallTimeout}
 	sw := &stallWriter{c: c, stall: s.cfg.StallTimeout}
 	st := &connState{c: c, sr: sr, sw: sw, br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(sw, 16<<10)}
 	peer, err := s.handshake(c, st.br)
@@ -350,6 +352,9 @@ func (s *server) check(h *reqHeader, ranges []core.Range) (*core.Region, error) 
 // as deviceErr once the rest of the payload has been drained (the stream stays
 // in step, the frame is refused); streamErr is a broken stream.
 func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, payload uint64) (deviceErr, streamErr error) {
+	if st.sr.in.stale() {
+		return nil, errInitiatorGone
+	}
 	if r.Host {
 		for _, e := range ranges {
 			if _, err := io.ReadFull(st.br, r.Bytes(e.RemoteOffset, e.Size)); err != nil {
