@@ -38,12 +38,13 @@ var errInitiatorGone = core.Errorf(core.ErrConnection, "the initiator closed or 
 type goneReader struct {
 	raw  syscall.RawConn // the TCP socket; nil: not a socket (no check)
 	c    net.Conn        // what is read: the socket, or TLS over it
+	tls  bool            // c is a layer over the socket
 	last time.Time       // when a read last returned
 }
 
 // newGoneReader reads c, which is plain or a layer (TLS) over plain.
 func newGoneReader(plain, c net.Conn) *goneReader {
-	r := &goneReader{c: c, last: time.Now()}
+	r := &goneReader{c: c, tls: c != plain, last: time.Now()}
 	if sc, ok := plain.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
@@ -56,8 +57,8 @@ func (r *goneReader) Read(p []byte) (int, error) {
 	if r.raw == nil || len(p) == 0 {
 		return r.c.Read(p)
 	}
-	if sc, ok := r.c.(syscall.Conn); !ok || sc == nil {
-		// A layer over the socket (TLS): check, then read through it.
+	if r.tls {
+		// A layer over the socket: check, then read through it.
 		if r.stale() {
 			return 0, errInitiatorGone
 		}
