@@ -45,7 +45,7 @@ func (b *Backend) handleMRQuery(m *message) ([]byte, error) {
 	if b.env.Registry == nil {
 		return nil, core.Errorf(core.ErrNotFound, "memory %d is not registered", m.MemID)
 	}
-	r, err := b.env.Registry.Get(m.MemID)
+	r, err := b.env.Registry.Resolve(m.MemID, m.Token)
 	if err != nil {
 		return nil, err
 	}

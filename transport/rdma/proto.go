@@ -19,7 +19,7 @@ import (
 //	header: "MGR" | version u8 | type u8
 //	CONNECT    flags u8 | n u8 | n × (qp index u8 | endpoint)
 //	CONNECTED  n u8 | n × (qp index u8 | endpoint)
-//	MR_QUERY   memory id u32 | size u64
+//	MR_QUERY   memory id u32 | token [16] | size u64
 //	MR_INFO    memory blob (u16 length, bytes)
 //	DISCONNECT (empty)
 //	OK         (empty)
@@ -35,8 +35,9 @@ import (
 //	magic u16 | version u8 | op u8 | uid u64 | instance u64 | parts u32 | memory id u32
 
 const (
-	protoMagic   = "MGR"
-	protoVersion = 1
+	protoMagic = "MGR"
+	// protoVersion 2 added the memory token to MR_QUERY.
+	protoVersion = 2
 	blobVersion  = 1
 
 	// MaxQPsPerPeer bounds qp_per_transfer and the QPs a peer may ask for.
@@ -123,6 +124,7 @@ type message struct {
 	Flags     uint8
 	Endpoints []qpEndpoint
 	MemID     uint32
+	Token     core.Token // MR_QUERY: the memory's capability (core.Registry.Resolve)
 	Size      uint64
 	Blob      []byte
 	Aborts    []abortEntry
@@ -256,6 +258,7 @@ func (m *message) encode() []byte {
 		}
 	case msgMRQuery:
 		w.u32(m.MemID)
+		w.b = append(w.b, m.Token[:]...)
 		w.u64(m.Size)
 	case msgMRInfo:
 		w.u16(uint16(len(m.Blob)))
@@ -306,6 +309,7 @@ func decodeMessage(b []byte) (*message, error) {
 		}
 	case msgMRQuery:
 		m.MemID = r.u32("memory id")
+		copy(m.Token[:], r.take(core.TokenLen, "token"))
 		m.Size = r.u64("size")
 	case msgMRInfo:
 		n := int(r.u16("blob length"))

@@ -17,7 +17,7 @@ func seedMessages() []*message {
 	return []*message{
 		{Type: msgConnect, Flags: connectFull, Endpoints: []qpEndpoint{{Index: 0, Endpoint: testEndpoint}, {Index: 3, Endpoint: testEndpoint}}},
 		{Type: msgConnected, Endpoints: []qpEndpoint{{Index: 2, Endpoint: testEndpoint}}},
-		{Type: msgMRQuery, MemID: 42, Size: 1 << 30},
+		{Type: msgMRQuery, MemID: 42, Token: core.Token{1, 2, 3, 15: 0xff}, Size: 1 << 30},
 		{Type: msgMRInfo, Blob: encodeMemoryBlob([]RemoteKey{{RKey: 9, IOVA: 0x7f0000000000}})},
 		{Type: msgDisconnect},
 		{Type: msgOK},

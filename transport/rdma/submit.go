@@ -60,7 +60,7 @@ func (p *peer) cachedMR(id uint32, size uint64) ([]RemoteKey, bool) {
 
 // queryMR asks the owner of remote memory for its keys (MR_QUERY).
 func (b *Backend) queryMR(p *peer, m core.MemoryDesc) ([]RemoteKey, error) {
-	reply, err := b.call(p.desc, &message{Type: msgMRQuery, MemID: m.ID, Size: m.Size}, msgMRInfo)
+	reply, err := b.call(p.desc, &message{Type: msgMRQuery, MemID: m.ID, Token: m.Token, Size: m.Size}, msgMRInfo)
 	if err != nil {
 		return nil, err
 	}

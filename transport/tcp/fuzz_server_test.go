@@ -16,7 +16,9 @@ import (
 // handshake. Whatever the input, the server must not crash, must not write
 // outside the registered region (guard memory on both sides), must close
 // or answer the stream promptly once the input ends, and must go on
-// serving another stream.
+// serving another stream. And the token check: an input that does not
+// hold the region's token (drawn afresh each run, so only the seeds built
+// here and their mutations hold it) must leave the region untouched.
 func FuzzServerFrames(f *testing.F) {
 	n := newNode(f, "target", nil, func(c *Config) { c.StallTimeout = 2 * time.Second })
 	const size = 8192
@@ -43,12 +45,16 @@ func FuzzServerFrames(f *testing.F) {
 	f.Add(cat(r(10, []core.Range{{Size: 1}}), r(11, []core.Range{{RemoteOffset: size - 1, Size: 1}}), w(12, []core.Range{{RemoteOffset: size - 1, Size: 1}})))
 	f.Add(request(reqWrite, mem, 13, 13, 0, []core.Range{{Size: 8}}, make([]byte, 8)))
 	f.Add(request(reqWrite, mem, 14, 14, 2, []core.Range{{Size: 8}}, make([]byte, 8)))
+	forged := memRef{id: mem.id}
+	f.Add(request(reqWrite, forged, 15, 15, 1, []core.Range{{Size: 64}}, bytes.Repeat([]byte{0x66}, 64)))
+	f.Add(cat(request(reqRead, forged, 16, 16, 1, []core.Range{{Size: size}}, nil), w(17, []core.Range{{Size: 8}})))
 
 	// A stream kept across inputs, to check that the server still serves.
 	health := handshake(f, n, "health")
 	var healthUID uint64
 
 	f.Fuzz(func(t *testing.T, in []byte) {
+		before := g.snapshot()
 		p := handshake(t, n, "fuzzer")
 		done := make(chan error, 1)
 		go func() {
@@ -64,6 +70,9 @@ func FuzzServerFrames(f *testing.F) {
 		}
 		p.c.Close()
 		g.checkGuards(t)
+		if tok := g.r.Token(); !bytes.Contains(in, tok[:]) {
+			require.Equal(t, before, g.mem(), "a frame without the token changed the memory")
+		}
 
 		// The server still serves: a read on another stream returns the
 		// region as it is now.
