@@ -5,6 +5,8 @@
 //
 //	mori-bench                  the standard table
 //	mori-bench -quick           a short smoke run (CI)
+//	mori-bench -tls             also the same transfers over TLS 1.3 (a
+//	                            throw-away CA), interleaved, with TLS/plain
 package main
 
 import (
@@ -21,6 +23,8 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
+	"github.com/mori-go/mori-go/core/tlsconf"
+	"github.com/mori-go/mori-go/core/tlsconf/tlstest"
 	"github.com/mori-go/mori-go/internal/hostmem"
 	"github.com/mori-go/mori-go/stack"
 )
@@ -37,6 +41,7 @@ func main() {
 	streams := flag.Int("streams", 0, "TCP streams per peer (0: default)")
 	only := flag.String("only", "", "run only the workload with this name")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
+	withTLS := flag.Bool("tls", false, "also measure the data plane over TLS 1.3, in the same run")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -61,14 +66,14 @@ func main() {
 		*minTime = 200 * time.Millisecond
 		works = []workload{{"1 MiB ranges", 1 << 20, 16}, {"4 KiB ranges", 4 << 10, 2048}}
 	}
-	if err := run(works, *minTime, *streams); err != nil {
+	if err := run(works, *minTime, *streams, *withTLS); err != nil {
 		fmt.Fprintln(os.Stderr, "mori-bench:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(works []workload, minTime time.Duration, streams int) error {
+func run(works []workload, minTime time.Duration, streams int, withTLS bool) error {
 	maxBytes := 0
 	for _, w := range works {
 		maxBytes = max(maxBytes, w.size*w.ranges)
@@ -86,41 +91,98 @@ func run(works []workload, minTime time.Duration, streams int) error {
 	rand.Read(src.Bytes())
 	clear(dst.Bytes())
 
-	a, b, sd, dd, err := enginePair(src, dst, streams)
+	plain, err := enginePair(src, dst, streams, "bench", tlsconf.Files{})
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	defer b.Close()
+	defer plain.close()
+	var secure *side
+	if withTLS {
+		files, done, err := tlsFiles()
+		if err != nil {
+			return err
+		}
+		defer done()
+		if secure, err = enginePair(src, dst, streams, "bench-tls", files); err != nil {
+			return err
+		}
+		defer secure.close()
+	}
 	raw, err := newRawPair(dst.Bytes())
 	if err != nil {
 		return err
 	}
 	defer raw.close()
 
-	fmt.Printf("mori-go TCP data plane vs raw TCP socket, loopback, one process, %d streams per peer\n", a.DataBackend().(interface{ Streams() int }).Streams())
-	fmt.Printf("%-16s %12s %12s %8s %14s\n", "workload", "raw GB/s", "mori GB/s", "ratio", "mori ranges/s")
+	fmt.Printf("mori-go TCP data plane vs raw TCP socket, loopback, one process, %d streams per peer\n", plain.a.DataBackend().(interface{ Streams() int }).Streams())
+	fmt.Printf("%-16s %12s %12s %8s %14s", "workload", "raw GB/s", "mori GB/s", "ratio", "mori ranges/s")
+	if withTLS {
+		fmt.Printf(" %12s %10s", "TLS GB/s", "TLS/plain")
+	}
+	fmt.Println()
 	for _, w := range works {
-		if err := measure(w, minTime, raw, a, sd, dd, src, dst); err != nil {
+		if err := measure(w, minTime, raw, plain, secure, src, dst); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// enginePair starts an initiator and a target engine over TCP, the target
-// registered with the initiator, src registered with the initiator and dst
-// with the target.
-func enginePair(src, dst *hostmem.Buffer, streams int) (a, b *engine.Engine, sd, dd core.MemoryDesc, err error) {
+// side is an initiator engine and a target engine registered with it, src
+// registered with the initiator and dst with the target.
+type side struct {
+	a, b   *engine.Engine
+	sd, dd core.MemoryDesc
+}
+
+func (s *side) close() {
+	s.a.Close()
+	s.b.Close()
+}
+
+// write moves ranges and returns the rate in bytes per second.
+func (s *side) write(ranges []core.Range, bytes float64) (float64, error) {
+	t0 := time.Now()
+	st := s.a.Submit(core.OpWrite, []engine.Request{{Local: s.sd, Remote: s.dd, Ranges: ranges, UID: s.a.AllocateTransferUID()}})
+	if c := core.WaitAll(st, time.Minute); c != core.StatusSuccess {
+		return 0, fmt.Errorf("%s: %s", c, st[0].Message())
+	}
+	return bytes / time.Since(t0).Seconds(), nil
+}
+
+// tlsFiles issues a throw-away CA and an engine certificate into a
+// temporary directory; done removes it.
+func tlsFiles() (f tlsconf.Files, done func(), err error) {
+	dir, err := os.MkdirTemp("", "mori-bench-tls")
+	if err != nil {
+		return f, nil, err
+	}
+	done = func() { os.RemoveAll(dir) }
+	ca, err := tlstest.NewCA("mori-bench")
+	if err == nil {
+		f, err = ca.WriteFiles(dir, "engine")
+	}
+	if err != nil {
+		done()
+	}
+	return f, done, err
+}
+
+// enginePair starts an initiator and a target engine over TCP (TLS with
+// tls set), the target registered with the initiator, src registered with
+// the initiator and dst with the target.
+func enginePair(src, dst *hostmem.Buffer, streams int, name string, tls tlsconf.Files) (p *side, err error) {
 	cfg := func(key string) stack.Config {
-		c := stack.Config{Config: engine.Config{Key: key}}
+		c := stack.Config{Config: engine.Config{Key: key, TLS: tls}}
 		c.TCP.Streams = streams
 		return c
 	}
-	if a, err = stack.New(cfg("bench-initiator")); err != nil {
+	var a, b *engine.Engine
+	var sd, dd core.MemoryDesc
+	if a, err = stack.New(cfg(name + "-initiator")); err != nil {
 		return
 	}
-	if b, err = stack.New(cfg("bench-target")); err != nil {
+	if b, err = stack.New(cfg(name + "-target")); err != nil {
 		a.Close()
 		return
 	}
@@ -141,20 +203,23 @@ func enginePair(src, dst *hostmem.Buffer, streams int) (a, b *engine.Engine, sd,
 	if sd, err = a.RegisterMemory(src.Addr(), uint64(src.Len()), -1, core.LocationCPU); err != nil {
 		return
 	}
-	dd, err = b.RegisterMemory(dst.Addr(), uint64(dst.Len()), -1, core.LocationCPU)
-	return
+	if dd, err = b.RegisterMemory(dst.Addr(), uint64(dst.Len()), -1, core.LocationCPU); err != nil {
+		return
+	}
+	return &side{a: a, b: b, sd: sd, dd: dd}, nil
 }
 
-// measure runs workload w on the raw socket and the engine, interleaved,
-// for at least minTime, and prints the medians.
-func measure(w workload, minTime time.Duration, raw *rawPair, a *engine.Engine, sd, dd core.MemoryDesc, src, dst *hostmem.Buffer) error {
+// measure runs workload w on the raw socket and the engines (secure: over
+// TLS, nil: not measured), interleaved, for at least minTime, and prints
+// the medians.
+func measure(w workload, minTime time.Duration, raw *rawPair, plain, secure *side, src, dst *hostmem.Buffer) error {
 	ranges := make([]core.Range, w.ranges)
 	for i := range ranges {
 		ranges[i] = core.Range{LocalOffset: uint64(i * w.size), RemoteOffset: uint64(2 * i * w.size), Size: uint64(w.size)}
 	}
 	bytes := float64(w.size * w.ranges)
 	// Interleave baseline and engine runs so that drift hits both.
-	var rawRates, moriRates []float64
+	var rawRates, moriRates, tlsRates []float64
 	deadline := time.Now().Add(minTime)
 	for len(rawRates) < 3 || time.Now().Before(deadline) {
 		t0 := time.Now()
@@ -162,12 +227,17 @@ func measure(w workload, minTime time.Duration, raw *rawPair, a *engine.Engine, 
 			return err
 		}
 		rawRates = append(rawRates, bytes/time.Since(t0).Seconds())
-		t0 = time.Now()
-		st := a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: ranges, UID: a.AllocateTransferUID()}})
-		if c := core.WaitAll(st, time.Minute); c != core.StatusSuccess {
-			return fmt.Errorf("%s: %s: %s", w.name, c, st[0].Message())
+		r, err := plain.write(ranges, bytes)
+		if err != nil {
+			return fmt.Errorf("%s: %w", w.name, err)
 		}
-		moriRates = append(moriRates, bytes/time.Since(t0).Seconds())
+		moriRates = append(moriRates, r)
+		if secure != nil {
+			if r, err = secure.write(ranges, bytes); err != nil {
+				return fmt.Errorf("%s over TLS: %w", w.name, err)
+			}
+			tlsRates = append(tlsRates, r)
+		}
 	}
 	// Spot-check the last transfer.
 	for _, i := range []int{0, w.ranges - 1} {
@@ -177,7 +247,11 @@ func measure(w workload, minTime time.Duration, raw *rawPair, a *engine.Engine, 
 		}
 	}
 	rr, mr := median(rawRates), median(moriRates)
-	fmt.Printf("%-16s %12.2f %12.2f %7.0f%% %14.0f\n", w.name, rr/1e9, mr/1e9, 100*mr/rr, mr/float64(w.size))
+	fmt.Printf("%-16s %12.2f %12.2f %7.0f%% %14.0f", w.name, rr/1e9, mr/1e9, 100*mr/rr, mr/float64(w.size))
+	if secure != nil {
+		fmt.Printf(" %12.2f %9.0f%%", median(tlsRates)/1e9, 100*median(tlsRates)/mr)
+	}
+	fmt.Println()
 	return nil
 }
 
