@@ -806,8 +806,24 @@ def write_page(path: str, imgdir: str, results: List[dict], meta: dict, failures
         L.append("")
     L.append("Raw results (every batch latency) are in `build/bench/results.json` after a run.")
     L.append("")
+    text = "\n".join(L) + _kept_tail(path)
     with open(path, "w") as f:
-        f.write("\n".join(L))
+        f.write(text)
+
+
+# Sections after this line are measured by other commands (mori-bench -tls)
+# and kept as they are when the page is regenerated.
+KEEP_MARKER = "<!-- sections below: written by other commands, kept by bench/run.py -->"
+
+
+def _kept_tail(path: str) -> str:
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        return ""
+    i = old.find(KEEP_MARKER)
+    return "" if i < 0 else "\n" + old[i:]
 
 
 def print_table(results: List[dict]) -> None:
