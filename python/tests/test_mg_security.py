@@ -1,0 +1,111 @@
+"""Memory tokens and TLS through the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from mg_helpers import Buffer, make_engine
+
+import sglang_mori_go as mg
+from sglang_mori_go import IOEngine, IOEngineConfig, MemoryDesc, StatusCode
+
+
+def _token(m: MemoryDesc) -> bytes:
+    """The token inside a packed memory descriptor (version 2: magic,
+    version, key length u16, key, id u32, token [16])."""
+    blob = m.pack()
+    n = int.from_bytes(blob[4:6], "little")
+    off = 6 + n + 4
+    return blob[off:off + 16]
+
+
+def test_token_never_shown(pair):
+    a, b = pair
+    buf = Buffer(4096)
+    m = buf.register(b)
+    try:
+        tok = _token(m)
+        assert len(tok) == 16 and tok != bytes(16)
+        shown = [repr(m), str(m), json.dumps(m._info), json.dumps(b.stats())]
+        shown += [repr(getattr(m, k)) for k in dir(m) if not k.startswith("_") and not callable(getattr(m, k))]
+        for s in shown:
+            assert tok.hex() not in s and tok.hex().upper() not in s and repr(tok) not in s
+        assert not hasattr(m, "token")
+    finally:
+        b.deregister_memory(m)
+
+
+def test_forged_descriptor_refused_and_counted(pair):
+    """A descriptor whose token is changed: refused, not a byte moved,
+    counted in the target's stats."""
+    a, b = pair
+    src, dst = Buffer(4096, b"\x41" * 4096), Buffer(4096, b"\x07" * 4096)
+    ms, md = src.register(a), dst.register(b)
+    try:
+        blob = bytearray(md.pack())
+        n = int.from_bytes(blob[4:6], "little")
+        blob[6 + n + 4] ^= 1
+        forged = MemoryDesc.unpack(bytes(blob))
+        st = a.write(ms, 0, forged, 0, 4096, a.allocate_transfer_uid())
+        assert st.Wait() != StatusCode.SUCCESS
+        assert "access denied" in st.Message()
+        assert dst.bytes() == b"\x07" * 4096
+        assert b.stats()["access_denied"] == 1
+    finally:
+        a.deregister_memory(ms)
+        b.deregister_memory(md)
+
+
+def test_tls_config_from_environment(monkeypatch):
+    for k, v in {"MORI_GO_TLS_CERT": "/c.pem", "MORI_GO_TLS_KEY": "/k.pem", "MORI_GO_TLS_CA": "/ca.pem"}.items():
+        monkeypatch.setenv(k, v)
+    cfg = IOEngine._config_json("k", IOEngineConfig())
+    assert cfg["tls"] == {"cert": "/c.pem", "key": "/k.pem", "ca": "/ca.pem"}
+    cfg = IOEngine._config_json("k", IOEngineConfig(tls_ca="/other.pem"))
+    assert cfg["tls"]["ca"] == "/other.pem"
+    monkeypatch.setenv("MORI_GO_TLS_KEY", "")
+    monkeypatch.delenv("MORI_GO_TLS_CERT")
+    with pytest.raises(mg.InvalidArgsError, match="all required"):
+        IOEngine("half-tls", IOEngineConfig())
+
+
+def _certs(d: str, ca: str, names):
+    def sh(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+    sh("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{ca}.key")
+    sh("req", "-x509", "-new", "-key", f"{ca}.key", "-subj", f"/CN={ca}", "-days", "1", "-out", f"{ca}.crt")
+    out = {}
+    for n in names:
+        sh("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{n}.key")
+        sh("req", "-new", "-key", f"{n}.key", "-subj", f"/CN={n}", "-out", f"{n}.csr")
+        sh("x509", "-req", "-in", f"{n}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+           "-days", "1", "-out", f"{n}.crt")
+        out[n] = dict(tls_cert=os.path.join(d, f"{n}.crt"), tls_key=os.path.join(d, f"{n}.key"),
+                      tls_ca=os.path.join(d, f"{ca}.crt"))
+    return out
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make certificates")
+def test_tls_engines_move_bytes_and_refuse_another_ca(tmp_path):
+    good = _certs(str(tmp_path), "ca", ["a", "b"])
+    rogue = _certs(str(tmp_path), "rogue", ["m"])
+    a, b, m = make_engine("tls-a", **good["a"]), make_engine("tls-b", **good["b"]), make_engine("tls-m", **rogue["m"])
+    try:
+        a.register_remote_engine(b.get_engine_desc())
+        payload = os.urandom(1 << 20)
+        src, dst = Buffer(1 << 20, payload), Buffer(1 << 20)
+        ms, md = src.register(a), dst.register(b)
+        st = a.write(ms, 0, md, 0, 1 << 20, a.allocate_transfer_uid())
+        assert st.Wait() == StatusCode.SUCCESS, st.Message()
+        assert dst.bytes() == payload
+        with pytest.raises(mg.MoriGoError):
+            m.register_remote_engine(b.get_engine_desc())
+        assert b.stats()["streams_refused"] > 0
+        assert dst.bytes() == payload
+    finally:
+        for e in (a, b, m):
+            e.close()
