@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,16 +16,17 @@ import (
 
 // nic is one port of one device that the backend uses.
 type nic struct {
-	idx  int
-	name string
-	ctx  verbs.Context
-	pd   verbs.PD
-	ch   verbs.CompChannel // event mode only
-	dev  verbs.DeviceAttr
-	port uint8
-	attr verbs.PortAttr
-	gid  verbs.GIDEntry
-	mtu  verbs.MTU // path MTU cap: the active MTU, or less if configured
+	idx    int
+	name   string
+	device verbs.DeviceInfo
+	ctx    verbs.Context
+	pd     verbs.PD
+	ch     verbs.CompChannel // event mode only
+	dev    verbs.DeviceAttr
+	port   uint8
+	attr   verbs.PortAttr
+	gid    verbs.GIDEntry
+	mtu    verbs.MTU // path MTU cap: the active MTU, or less if configured
 
 	qpns sync.Map // qpn -> *conn, for async events
 }
@@ -51,10 +53,14 @@ type Backend struct {
 
 	targetMu sync.Mutex // serializes CONNECTs
 	mu       sync.Mutex
-	peers    map[string]*peer           // this engine as initiator
-	targets  map[string]map[uint8]*conn // this engine as target: peer -> QP index -> conn
+	peers    map[string]*peer               // this engine as initiator
+	targets  map[string]map[targetKey]*conn // this engine as target: peer -> its lane and QP index -> conn
 	nTargets int
 	closed   bool
+
+	fallback *nic // for memory of no known GPU
+	homeMu   sync.Mutex
+	homes    homes
 
 	conns    atomic.Pointer[[]*conn] // every conn, for the polling loop
 	connsMu  sync.Mutex
@@ -82,34 +88,46 @@ func newBackend(p verbs.Provider, env core.BackendEnv, s *settings) (*Backend, e
 	if err != nil {
 		return nil, err
 	}
-	ports, why := choosePorts(ports, s, env)
+	if len(ports) > MaxNICs {
+		for _, p := range ports[MaxNICs:] {
+			p.ctx.Close()
+		}
+		ports = ports[:MaxNICs]
+	}
 	b := &Backend{
 		env:     env,
 		s:       s,
 		log:     env.Logger.With("backend", "rdma"),
 		peers:   make(map[string]*peer),
-		targets: make(map[string]map[uint8]*conn),
+		targets: make(map[string]map[targetKey]*conn),
+		homes:   homes{byGPU: make(map[int]*nic)},
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
 	b.conns.Store(&[]*conn{})
-	for i, pc := range ports {
-		n, err := b.setupNIC(i, pc)
+	var skipped []string
+	for _, pc := range ports {
+		n, err := b.setupNIC(len(b.nics), pc)
 		if err != nil {
-			for _, q := range ports[i:] {
-				q.ctx.Close()
-			}
-			b.teardownNICs()
-			return nil, err
+			// One unusable port (no GID, no LID) leaves the others.
+			skipped = append(skipped, err.Error())
+			b.log.Warn("rdma: port left out", "device", pc.info.Name, "port", pc.port, "err", err)
+			continue
 		}
 		b.nics = append(b.nics, n)
 	}
+	if len(b.nics) == 0 {
+		return nil, fmt.Errorf("%w: no usable RDMA port (%s)", verbs.ErrNotSupported, strings.Join(skipped, "; "))
+	}
+	var why string
+	b.fallback, why = b.defaultNIC()
 	infos := make([]NICInfo, len(b.nics))
 	for i, n := range b.nics {
 		infos[i] = n.info()
 		b.log.Info("rdma nic", "device", n.name, "port", n.port, "link", n.link(), "gid", n.gid.GID, "gid_index", n.gid.Index,
-			"gid_type", n.gid.Type, "lid", n.attr.LID, "mtu", n.mtu.Bytes(), "why", why)
+			"gid_type", n.gid.Type, "lid", n.attr.LID, "mtu", n.mtu.Bytes(), "default", n == b.fallback)
 	}
+	b.log.Info("rdma default nic", "device", b.fallback.name, "why", why)
 	b.blob = encodeEngineBlob(infos)
 	b.log.Info("rdma backend up", "settings", s.String())
 	if s.eventMode {
@@ -129,7 +147,7 @@ func newBackend(p verbs.Provider, env core.BackendEnv, s *settings) (*Backend, e
 }
 
 func (b *Backend) setupNIC(i int, pc portChoice) (*nic, error) {
-	n := &nic{idx: i, name: pc.info.Name, ctx: pc.ctx, dev: pc.dev, port: pc.port, attr: pc.attr, mtu: pc.attr.ActiveMTU}
+	n := &nic{idx: i, name: pc.info.Name, device: pc.info, ctx: pc.ctx, dev: pc.dev, port: pc.port, attr: pc.attr, mtu: pc.attr.ActiveMTU}
 	if b.s.PathMTU != 0 {
 		if m, _ := verbs.MTUFromBytes(b.s.PathMTU); m < n.mtu {
 			n.mtu = m
@@ -235,7 +253,7 @@ func (b *Backend) Close() error {
 	peers := b.peers
 	targets := b.targets
 	b.peers = map[string]*peer{}
-	b.targets = map[string]map[uint8]*conn{}
+	b.targets = map[string]map[targetKey]*conn{}
 	b.mu.Unlock()
 	closed := core.Errorf(core.ErrBadState, "engine closed")
 	for _, p := range peers {

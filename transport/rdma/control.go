@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/mori-go/mori-go/core"
-	"github.com/mori-go/mori-go/verbs"
 )
 
 // HandleControl answers a peer's set-up message (see proto.go): CONNECT
@@ -29,7 +28,7 @@ func (b *Backend) HandleControl(from string, body []byte) ([]byte, error) {
 	case msgMRQuery:
 		return b.handleMRQuery(m)
 	case msgDisconnect:
-		b.dropTargets(from, nil)
+		b.dropTargets(from)
 		return (&message{Type: msgOK}).encode(), nil
 	case msgAbort:
 		reason := core.Errorf(core.ErrRemote, "initiator %q gave up on the transfer: %s", from, m.Reason)
@@ -59,20 +58,18 @@ func (b *Backend) handleMRQuery(m *message) ([]byte, error) {
 	return (&message{Type: msgMRInfo, Blob: encodeMemoryBlob(rm.keys)}).encode(), nil
 }
 
-// dropTargets closes the peer's QPs on this engine: all of them, or those
-// not in keep.
-func (b *Backend) dropTargets(from string, keep map[uint8]*conn) {
+// targetKey names a QP of a peer on this engine: the peer's NIC (its lane)
+// and the QP's index in the lane.
+type targetKey struct{ nic, idx uint8 }
+
+// dropTargets closes every QP of the peer on this engine.
+func (b *Backend) dropTargets(from string) {
 	b.mu.Lock()
 	var drop []*conn
-	for idx, c := range b.targets[from] {
-		if keep[idx] != c {
-			drop = append(drop, c)
-			delete(b.targets[from], idx)
-		}
+	for _, c := range b.targets[from] {
+		drop = append(drop, c)
 	}
-	if len(b.targets[from]) == 0 {
-		delete(b.targets, from)
-	}
+	delete(b.targets, from)
 	b.nTargets -= len(drop)
 	b.mu.Unlock()
 	for _, c := range drop {
@@ -87,16 +84,16 @@ func (b *Backend) handleConnect(from string, m *message) ([]byte, error) {
 	b.targetMu.Lock()
 	defer b.targetMu.Unlock()
 	if m.Flags&connectFull != 0 {
-		b.dropTargets(from, nil)
+		b.dropTargets(from)
 	}
 	b.mu.Lock()
-	existing := make(map[uint8]*conn)
-	for idx, c := range b.targets[from] {
-		existing[idx] = c
+	existing := make(map[targetKey]*conn)
+	for k, c := range b.targets[from] {
+		existing[k] = c
 	}
 	fresh := 0
 	for _, e := range m.Endpoints {
-		if existing[e.Index] == nil {
+		if existing[targetKey{e.NIC, e.Index}] == nil {
 			fresh++
 		}
 	}
@@ -107,27 +104,9 @@ func (b *Backend) handleConnect(from string, m *message) ([]byte, error) {
 	}
 	reply := &message{Type: msgConnected}
 	for _, e := range m.Endpoints {
-		c := existing[e.Index]
-		if c != nil {
-			if err := c.replace(); err != nil {
-				return nil, core.Errorf(core.ErrRDMAOp, "rdma: rebuild qp %d for %q: %w", e.Index, from, err)
-			}
-		} else {
-			link := e.Link
-			n, err := b.nicFor(int(e.Index), func(l verbs.LinkLayer) bool { return l == link })
-			if err != nil {
-				return nil, core.Errorf(core.ErrRDMAOp, "rdma: qp %d for %q (%s): %w", e.Index, from, link, err)
-			}
-			if c, err = b.newConn(roleTarget, from, e.Index, n); err != nil {
-				return nil, core.Errorf(core.ErrRDMAOp, "rdma: qp %d for %q: %w", e.Index, from, err)
-			}
-			b.mu.Lock()
-			if b.targets[from] == nil {
-				b.targets[from] = make(map[uint8]*conn)
-			}
-			b.targets[from][e.Index] = c
-			b.nTargets++
-			b.mu.Unlock()
+		c, err := b.targetConn(from, e, existing[targetKey{e.NIC, e.Index}])
+		if err != nil {
+			return nil, err
 		}
 		if err := c.connect(e.Endpoint); err != nil {
 			return nil, fmt.Errorf("rdma: connect qp %d for %q: %w", e.Index, from, err)
@@ -137,4 +116,30 @@ func (b *Backend) handleConnect(from string, m *message) ([]byte, error) {
 		c.mu.Unlock()
 	}
 	return reply.encode(), nil
+}
+
+// targetConn gives the QP of endpoint e a fresh QP on this engine: c
+// rebuilt, or a new conn on the NIC of this engine's KV cache.
+func (b *Backend) targetConn(from string, e qpEndpoint, c *conn) (*conn, error) {
+	if c != nil {
+		if err := c.replace(); err != nil {
+			return nil, core.Errorf(core.ErrRDMAOp, "rdma: rebuild qp %d for %q: %w", e.Index, from, err)
+		}
+		return c, nil
+	}
+	n, err := b.targetNIC(e.Link)
+	if err != nil {
+		return nil, core.Errorf(core.ErrRDMAOp, "rdma: qp %d for %q (%s): %w", e.Index, from, e.Link, err)
+	}
+	if c, err = b.newConn(roleTarget, from, e.Index, n); err != nil {
+		return nil, core.Errorf(core.ErrRDMAOp, "rdma: qp %d for %q: %w", e.Index, from, err)
+	}
+	b.mu.Lock()
+	if b.targets[from] == nil {
+		b.targets[from] = make(map[targetKey]*conn)
+	}
+	b.targets[from][targetKey{e.NIC, e.Index}] = c
+	b.nTargets++
+	b.mu.Unlock()
+	return c, nil
 }

@@ -14,12 +14,13 @@ import (
 type regionMRs struct {
 	mrs  []verbs.MR
 	keys []RemoteKey
+	home *nic // the NIC nearest the region's GPU: transfers from it go there
 }
 
 // RegisterMemory registers a region with every NIC and returns the blob
 // carrying its rkey and address per NIC. See register for GPU memory.
 func (b *Backend) RegisterMemory(r *core.Region) (*core.BackendBlob, error) {
-	rm := &regionMRs{}
+	rm := &regionMRs{home: b.homeOf(r)}
 	x := &dmabufExport{gpu: b.env.GPU, r: r}
 	defer x.close()
 	for _, n := range b.nics {

@@ -1,27 +1,48 @@
 package rdma
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/mori-go/mori-go/core"
-	"github.com/mori-go/mori-go/verbs"
 )
 
 // peer is a remote engine this engine initiates transfers to.
 type peer struct {
-	key   string
-	desc  core.EngineDesc
-	conns []*conn
+	key    string
+	desc   core.EngineDesc
+	remote []NICInfo // the peer's NICs, from its engine blob
 
 	mu     sync.Mutex
+	lanes  map[int]*lane       // by local NIC index
 	mrs    map[uint32]remoteMR // rkeys learned by MR_QUERY
 	closed bool
+	// rebuilds counts the goroutines rebuilding this peer's QPs, so that
+	// registering the peer again waits for them: a rebuild that reached
+	// the peer after the new connection would replace the new QPs there.
+	rebuilds sync.WaitGroup
 
 	aborts      []abortEntry // transfers to report failed to the target
 	abortReason string
 	flushing    bool
+}
+
+// lane is the qp_per_transfer QPs to a peer from one local NIC. ready is
+// closed once it is connected (conns) or failed (err).
+type lane struct {
+	nic   *nic
+	ready chan struct{}
+	conns []*conn
+	err   error
+}
+
+func (l *lane) done() bool {
+	select {
+	case <-l.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 type remoteMR struct {
@@ -35,9 +56,40 @@ func (p *peer) isClosed() bool {
 	return p.closed
 }
 
-// AddPeer builds qp_per_transfer QPs to the peer and connects them through
-// a CONNECT exchange over the control plane, so that the first transfer
-// finds them ready.
+// allConns returns the QPs of every connected lane.
+func (p *peer) allConns() []*conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*conn
+	for _, l := range p.lanes {
+		if l.done() {
+			out = append(out, l.conns...)
+		}
+	}
+	return out
+}
+
+// goRebuild runs f (rebuilding a QP of the peer) in a tracked goroutine,
+// unless the peer or the backend is closed.
+func (p *peer) goRebuild(b *Backend, f func()) bool {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return false
+	}
+	p.rebuilds.Add(1)
+	p.mu.Unlock()
+	if !b.goTracked(func() { defer p.rebuilds.Done(); f() }) {
+		p.rebuilds.Done()
+		return false
+	}
+	return true
+}
+
+// AddPeer connects a lane of qp_per_transfer QPs to the peer from the
+// default NIC through a CONNECT exchange over the control plane, so that
+// the first transfer finds them ready. Lanes from other NICs connect when
+// a transfer first needs them.
 func (b *Backend) AddPeer(desc core.EngineDesc) error {
 	blob := desc.Blob(core.BackendRDMA)
 	if blob == nil {
@@ -47,56 +99,118 @@ func (b *Backend) AddPeer(desc core.EngineDesc) error {
 	if err != nil {
 		return core.Errorf(core.ErrInvalidArgs, "rdma: engine %q: %w", desc.Key, err)
 	}
-	p := &peer{key: desc.Key, desc: desc, mrs: make(map[uint32]remoteMR)}
-	cleanup := func() {
-		for _, c := range p.conns {
-			c.close(core.Errorf(core.ErrConnection, "connection to %q failed", desc.Key))
-		}
-	}
-	msg := message{Type: msgConnect, Flags: connectFull}
-	for i := 0; i < b.s.qpPerTransfer; i++ {
-		n, err := b.nicFor(i, func(l verbs.LinkLayer) bool {
-			for _, r := range remote {
-				if r.Link == l {
-					return true
-				}
-			}
-			return false
-		})
-		if err != nil {
-			cleanup()
-			return core.Errorf(core.ErrRDMAOp, "rdma: connect to %q: %w", desc.Key, err)
-		}
-		c, err := b.newConn(roleInitiator, desc.Key, uint8(i), n)
-		if err != nil {
-			cleanup()
-			return core.Errorf(core.ErrRDMAOp, "rdma: connect to %q: %w", desc.Key, err)
-		}
-		c.peerRef = p
-		p.conns = append(p.conns, c)
-		msg.Endpoints = append(msg.Endpoints, qpEndpoint{Index: uint8(i), Endpoint: c.local})
-	}
-	reply, err := b.call(desc, &msg, msgConnected)
-	if err == nil {
-		err = b.applyConnected(p.conns, reply)
-	}
+	n, err := b.laneNIC(b.currentHome(), remote)
 	if err != nil {
-		cleanup()
-		return core.Errorf(core.CodeOf(err), "rdma: connect %d queue pairs to %q: %w", len(p.conns), desc.Key, err)
+		return core.Errorf(core.ErrRDMAOp, "rdma: connect to %q: %w", desc.Key, err)
+	}
+	b.mu.Lock()
+	old := b.peers[desc.Key]
+	delete(b.peers, desc.Key)
+	b.mu.Unlock()
+	if old != nil {
+		old.close(core.Errorf(core.ErrConnection, "remote engine %q registered again", desc.Key))
+		old.rebuilds.Wait()
+	}
+	p := &peer{key: desc.Key, desc: desc, remote: remote, lanes: make(map[int]*lane), mrs: make(map[uint32]remoteMR)}
+	l := &lane{nic: n, ready: make(chan struct{})}
+	p.lanes[n.idx] = l
+	b.dial(p, l, connectFull)
+	if l.err != nil {
+		return l.err
 	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		cleanup()
+		p.close(core.Errorf(core.ErrBadState, "rdma backend closed"))
 		return core.Errorf(core.ErrBadState, "rdma backend closed")
 	}
-	old := b.peers[desc.Key]
 	b.peers[desc.Key] = p
 	b.mu.Unlock()
-	if old != nil {
-		old.close(core.Errorf(core.ErrConnection, "remote engine %q registered again", desc.Key))
+	b.log.Debug("rdma: peer connected", "peer", desc.Key, "qps", len(l.conns), "device", n.name)
+	return nil
+}
+
+// currentHome is the NIC of the memory registered last (the default NIC
+// before any GPU memory).
+func (b *Backend) currentHome() *nic {
+	b.homeMu.Lock()
+	defer b.homeMu.Unlock()
+	if b.homes.target != nil {
+		return b.homes.target
 	}
-	b.log.Debug("rdma: peer connected", "peer", desc.Key, "qps", len(p.conns))
+	return b.fallback
+}
+
+// dial creates the lane's QPs, connects them through one CONNECT and
+// closes l.ready. flags is connectFull for the first lane (the peer then
+// drops whatever QPs this engine had there before).
+func (b *Backend) dial(p *peer, l *lane, flags uint8) {
+	defer close(l.ready)
+	msg := message{Type: msgConnect, Flags: flags}
+	var conns []*conn
+	fail := func(err error) {
+		for _, c := range conns {
+			c.close(core.Errorf(core.ErrConnection, "connection to %q failed", p.key))
+		}
+		l.err = core.Errorf(core.CodeOf(err), "rdma: connect %d queue pairs on %s to %q: %w", b.s.qpPerTransfer, l.nic.name, p.key, err)
+	}
+	for i := 0; i < b.s.qpPerTransfer; i++ {
+		c, err := b.newConn(roleInitiator, p.key, uint8(i), l.nic)
+		if err != nil {
+			fail(core.Errorf(core.ErrRDMAOp, "%w", err))
+			return
+		}
+		c.peerRef = p
+		conns = append(conns, c)
+		msg.Endpoints = append(msg.Endpoints, qpEndpoint{Index: uint8(i), Endpoint: c.local})
+	}
+	reply, err := b.call(p.desc, &msg, msgConnected)
+	if err == nil {
+		err = b.applyConnected(conns, reply)
+	}
+	if err != nil {
+		fail(err)
+		return
+	}
+	l.conns = conns
+}
+
+// laneFor returns the connected lane from NIC n to the peer, dialing it
+// first if needed (on the caller's goroutine). A lane whose dial failed is
+// dialed again.
+func (b *Backend) laneFor(p *peer, n *nic) (*lane, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, core.Errorf(core.ErrConnection, "remote engine %q was deregistered", p.key)
+	}
+	l := p.lanes[n.idx]
+	start := l == nil || (l.done() && l.err != nil)
+	if start {
+		l = &lane{nic: n, ready: make(chan struct{})}
+		p.lanes[n.idx] = l
+	}
+	p.mu.Unlock()
+	if start {
+		b.dial(p, l, 0)
+		if p.isClosed() && l.err == nil {
+			for _, c := range l.conns {
+				c.close(core.Errorf(core.ErrConnection, "remote engine %q was deregistered", p.key))
+			}
+		}
+	}
+	<-l.ready
+	return l, l.err
+}
+
+// readyLane returns the peer's lane from n if it is connected, without
+// waiting.
+func (p *peer) readyLane(n *nic) *lane {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.lanes[n.idx]; l != nil && l.done() && l.err == nil {
+		return l
+	}
 	return nil
 }
 
@@ -121,21 +235,6 @@ func (b *Backend) applyConnected(conns []*conn, reply *message) error {
 		}
 	}
 	return nil
-}
-
-// nicFor picks the NIC of the QP with index i: round-robin over the NICs
-// whose link layer ok accepts.
-func (b *Backend) nicFor(i int, ok func(verbs.LinkLayer) bool) (*nic, error) {
-	var usable []*nic
-	for _, n := range b.nics {
-		if ok(n.link()) {
-			usable = append(usable, n)
-		}
-	}
-	if len(usable) == 0 {
-		return nil, errors.New("no local NIC shares a link layer (InfiniBand or Ethernet) with the peer's")
-	}
-	return usable[i%len(usable)], nil
 }
 
 // call sends a control message to the peer's RDMA backend and decodes the
@@ -167,16 +266,18 @@ func (b *Backend) Ready(peer string) (ready, total int) {
 	if p == nil {
 		return 0, 0
 	}
-	for _, c := range p.conns {
+	conns := p.allConns()
+	for _, c := range conns {
 		if c.isReady() {
 			ready++
 		}
 	}
-	return ready, len(p.conns)
+	return ready, len(conns)
 }
 
 // RemovePeer closes the QPs to a peer; its transfers in flight fail. The
-// peer is told to drop its side, without waiting for it.
+// peer is told to drop its side, without waiting for it (once no rebuild
+// of its QPs is under way).
 func (b *Backend) RemovePeer(key string) {
 	b.mu.Lock()
 	p := b.peers[key]
@@ -189,6 +290,7 @@ func (b *Backend) RemovePeer(key string) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
+		p.rebuilds.Wait()
 		if _, err := b.call(p.desc, &message{Type: msgDisconnect}, msgOK); err != nil {
 			b.log.Debug("rdma: disconnect", "peer", key, "err", err)
 		}
@@ -199,7 +301,7 @@ func (p *peer) close(err error) {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
-	for _, c := range p.conns {
+	for _, c := range p.allConns() {
 		c.close(err)
 	}
 }

@@ -18,7 +18,7 @@ func (c *conn) breakLocked(err error) {
 	c.rebuilding = true // recover rebuilds it (initiator)
 	gen := c.gen
 	c.b.log.Warn("rdma: queue pair failed", "peer", c.peer, "qp", c.idx, "device", c.nic.name, "err", err)
-	if !c.b.goTracked(func() { c.recover(gen) }) {
+	if !c.goRecover(func() { c.recover(gen) }) {
 		c.rebuilding = false
 		c.b.log.Debug("rdma: backend closing; queue pair not rebuilt", "peer", c.peer, "qp", c.idx)
 	}
@@ -123,7 +123,7 @@ func (c *conn) retry() {
 	again := c.role == roleInitiator && c.state == stateBroken && !c.rebuilding
 	c.rebuilding = c.rebuilding || again
 	c.mu.Unlock()
-	if again && !c.b.goTracked(c.reconnect) {
+	if again && !c.goRecover(c.reconnect) {
 		c.mu.Lock()
 		c.rebuilding = false
 		c.mu.Unlock()
@@ -194,4 +194,13 @@ func (c *conn) close(err error) {
 		c.b.log.Warn("rdma: deregister notification buffer", "peer", c.peer, "err", cerr)
 	}
 	c.buf.Free()
+}
+
+// goRecover runs a step of recovery in a tracked goroutine: for an
+// initiator, one its peer counts (see peer.rebuilds).
+func (c *conn) goRecover(f func()) bool {
+	if c.peerRef != nil {
+		return c.peerRef.goRebuild(c.b, f)
+	}
+	return c.b.goTracked(f)
 }

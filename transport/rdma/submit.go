@@ -9,8 +9,10 @@ import (
 
 // Submit starts a transfer: it finds the remote keys (from the remote
 // descriptor, a cache, or an MR_QUERY to the peer for memory registered
-// before its backend existed), splits the ranges into work requests, spreads
-// them over the peer's QPs and queues them. It never blocks on the network.
+// before its backend existed) and the lane of the local memory's NIC
+// (connecting it first if it is new), splits the ranges into work
+// requests, spreads them over the lane's QPs and queues them. It never
+// blocks on the network: a query or a connection runs on a goroutine.
 func (b *Backend) Submit(t *core.Transfer) {
 	b.mu.Lock()
 	p, closed := b.peers[t.Peer], b.closed
@@ -23,29 +25,52 @@ func (b *Backend) Submit(t *core.Transfer) {
 		t.Fail(core.ErrNotFound, "remote engine %q is not registered with the RDMA backend", t.Peer)
 		return
 	}
-	if blob := t.Remote.Blob(core.BackendRDMA); blob != nil {
-		keys, err := decodeMemoryBlob(blob)
-		if err != nil {
-			t.Fail(core.ErrInvalidArgs, "remote %s: %v", t.Remote.String(), err)
-			return
-		}
-		b.post(p, t, keys)
+	rm := regionOf(b, t.Local)
+	if rm == nil {
+		t.Fail(core.ErrBadState, "local memory %d is not registered with the RDMA backend", t.Local.ID)
 		return
 	}
-	if keys, ok := p.cachedMR(t.Remote.ID, t.Remote.Size); ok {
-		b.post(p, t, keys)
+	n, err := b.laneNIC(rm.home, p.remote)
+	if err != nil {
+		t.Fail(core.ErrRDMAOp, "rdma: transfer to %q: %v", t.Peer, err)
+		return
+	}
+	keys, known, err := knownKeys(p, t.Remote)
+	if err != nil {
+		t.Fail(core.ErrInvalidArgs, "remote %s: %v", t.Remote.String(), err)
+		return
+	}
+	if l := p.readyLane(n); known && l != nil {
+		b.post(l, t, keys, rm)
 		return
 	}
 	if !b.goTracked(func() {
-		keys, err := b.queryMR(p, t.Remote)
+		if !known {
+			if keys, err = b.queryMR(p, t.Remote); err != nil {
+				t.Fail(core.CodeOf(err), "remote %s has no RDMA key in its descriptor and asking its engine failed: %v", t.Remote.String(), err)
+				return
+			}
+		}
+		l, err := b.laneFor(p, n)
 		if err != nil {
-			t.Fail(core.CodeOf(err), "remote %s has no RDMA key in its descriptor and asking its engine failed: %v", t.Remote.String(), err)
+			t.Fail(core.CodeOf(err), "%v", err)
 			return
 		}
-		b.post(p, t, keys)
+		b.post(l, t, keys, rm)
 	}) {
 		t.Fail(core.ErrBadState, "rdma backend closed")
 	}
+}
+
+// knownKeys returns the remote memory's keys from its descriptor or from
+// an earlier MR_QUERY; known is false when the owner must be asked.
+func knownKeys(p *peer, m core.MemoryDesc) (keys []RemoteKey, known bool, err error) {
+	if blob := m.Blob(core.BackendRDMA); blob != nil {
+		keys, err = decodeMemoryBlob(blob)
+		return keys, err == nil, err
+	}
+	keys, known = p.cachedMR(m.ID, m.Size)
+	return keys, known, nil
 }
 
 func (p *peer) cachedMR(id uint32, size uint64) ([]RemoteKey, bool) {
@@ -92,20 +117,16 @@ func (b *Backend) maxWR() uint64 {
 	return max(m, 1)
 }
 
-// post splits a transfer into parts, one per QP it uses, and queues them.
-func (b *Backend) post(p *peer, t *core.Transfer, keys []RemoteKey) {
-	rm := regionOf(b, t.Local)
-	if rm == nil {
-		t.Fail(core.ErrBadState, "local memory %d is not registered with the RDMA backend", t.Local.ID)
-		return
-	}
-	conns, lastErr := usableConns(p)
+// post splits a transfer into parts, one per QP of the lane it uses, and
+// queues them.
+func (b *Backend) post(l *lane, t *core.Transfer, keys []RemoteKey, rm *regionMRs) {
+	conns, lastErr := usableConns(l.conns)
 	if len(conns) == 0 {
-		t.Fail(core.ErrRDMAOp, "no usable queue pair to %q (reconnecting after: %v)", t.Peer, lastErr)
+		t.Fail(core.ErrRDMAOp, "no usable queue pair to %q on %s (reconnecting after: %v)", t.Peer, l.nic.name, lastErr)
 		return
 	}
 	shares := spread(cutPieces(t.Ranges, b.maxWR()), conns, t.UID)
-	x := &xfer{t: t, p: p, parts: len(shares)}
+	x := &xfer{t: t, p: conns[0].peerRef, parts: len(shares)}
 	parts := make([]*part, 0, len(shares))
 	for _, sh := range shares {
 		c := sh.c
@@ -134,10 +155,10 @@ func (b *Backend) post(p *peer, t *core.Transfer, keys []RemoteKey) {
 
 // usableConns returns the peer's connected QPs, starts rebuilding the
 // others, and returns the last error of a broken one.
-func usableConns(p *peer) ([]*conn, error) {
+func usableConns(lane []*conn) ([]*conn, error) {
 	var conns []*conn
 	var lastErr error
-	for _, c := range p.conns {
+	for _, c := range lane {
 		if c.isReady() {
 			conns = append(conns, c)
 			continue

@@ -158,7 +158,8 @@ func testEnv() core.BackendEnv {
 	return core.BackendEnv{LocalKey: "local", Registry: core.NewRegistry(), Inbound: core.NewInboundTable(0), Logger: testLogger()}
 }
 
-// nicsOf builds a backend on h and returns the names of the NICs it uses.
+// nicsOf builds a backend on h and returns the names of the NICs it uses,
+// the default one first.
 func nicsOf(t *testing.T, h *sim.Host, cfg rdma.Config, o rdma.Options) ([]string, error) {
 	t.Helper()
 	if o.Getenv == nil {
@@ -169,7 +170,7 @@ func nicsOf(t *testing.T, h *sim.Host, cfg rdma.Config, o rdma.Options) ([]strin
 		return nil, err
 	}
 	defer b.Close()
-	var names []string
+	names := []string{b.(*rdma.Backend).DefaultNIC()}
 	for _, n := range b.(*rdma.Backend).NICs() {
 		names = append(names, n.Name)
 	}
@@ -186,24 +187,26 @@ func TestNICSelection(t *testing.T) {
 		}
 		return "", os.ErrNotExist
 	}
+	all := []string{"mlx5_0", "mlx5_1", "mlx5_2"}
 	cases := []struct {
 		name    string
 		devices string
 		env     string
 		gpu     string
-		want    []string
+		def     string   // the default NIC
+		want    []string // every NIC in use
 		err     string
 	}{
-		{name: "no hint: first by name", want: []string{"mlx5_0"}},
-		{name: "nearest the GPU on socket 1", gpu: "0000:83:00.0", want: []string{"mlx5_2"}},
-		{name: "nearest the GPU on socket 0", gpu: "03:00.0", want: []string{"mlx5_0"}},
-		{name: "unknown GPU: first by name", gpu: "0000:42:00.0", want: []string{"mlx5_0"}},
-		{name: "named devices, all used", devices: "mlx5_2,mlx5_1", gpu: "0000:03:00.0", want: []string{"mlx5_1", "mlx5_2"}},
-		{name: "one named port", devices: "mlx5_1:1", want: []string{"mlx5_1"}},
-		{name: "excluded, then nearest", devices: "^mlx5_2", gpu: "0000:83:00.0", want: []string{"mlx5_1"}},
-		{name: "network interface", devices: "ens1f0", want: []string{"mlx5_1"}},
-		{name: "MORI_RDMA_DEVICES when the config is empty", env: "mlx5_2", want: []string{"mlx5_2"}},
-		{name: "the config wins over MORI_RDMA_DEVICES", devices: "mlx5_1", env: "mlx5_2", want: []string{"mlx5_1"}},
+		{name: "no hint: first by name", def: "mlx5_0", want: all},
+		{name: "nearest the GPU on socket 1", gpu: "0000:83:00.0", def: "mlx5_2", want: all},
+		{name: "nearest the GPU on socket 0", gpu: "03:00.0", def: "mlx5_0", want: all},
+		{name: "unknown GPU: first by name", gpu: "0000:42:00.0", def: "mlx5_0", want: all},
+		{name: "named devices, nearest of them", devices: "mlx5_2,mlx5_1", gpu: "0000:03:00.0", def: "mlx5_1", want: []string{"mlx5_1", "mlx5_2"}},
+		{name: "one named port", devices: "mlx5_1:1", def: "mlx5_1", want: []string{"mlx5_1"}},
+		{name: "excluded, then nearest", devices: "^mlx5_2", gpu: "0000:83:00.0", def: "mlx5_1", want: []string{"mlx5_0", "mlx5_1"}},
+		{name: "network interface", devices: "ens1f0", def: "mlx5_1", want: []string{"mlx5_1"}},
+		{name: "MORI_RDMA_DEVICES when the config is empty", env: "mlx5_2", def: "mlx5_2", want: []string{"mlx5_2"}},
+		{name: "the config wins over MORI_RDMA_DEVICES", devices: "mlx5_1", env: "mlx5_2", def: "mlx5_1", want: []string{"mlx5_1"}},
 		{name: "unknown device", devices: "mlx5_7", err: `no RDMA device or network interface "mlx5_7"`},
 		{name: "everything excluded", devices: "^mlx5_0,mlx5_1,mlx5_2", err: "no active RDMA port"},
 		{name: "port 2 does not exist", devices: "mlx5_0:2", err: "no active RDMA port"},
@@ -223,7 +226,7 @@ func TestNICSelection(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			require.Equal(t, c.want, got)
+			require.Equal(t, append([]string{c.def}, c.want...), got)
 		})
 	}
 }
@@ -289,7 +292,5 @@ func TestNICNearestTheGPUOfMemoryAlreadyRegistered(t *testing.T) {
 	_, err = e.RegisterMemory(gpu.base(), 1<<16, 1, core.LocationGPU)
 	require.NoError(t, err)
 	createRDMA(t, e, defaultRDMA())
-	nics := e.DataBackend().(*rdma.Backend).NICs()
-	require.Len(t, nics, 1)
-	require.Equal(t, "mlx5_2", nics[0].Name)
+	require.Equal(t, "mlx5_2", e.DataBackend().(*rdma.Backend).DefaultNIC())
 }
