@@ -14,9 +14,11 @@
 #
 # What: sglang==$SGLANG_VERSION with --no-deps, then
 # python/tests/sglang/requirements.txt (torch and the handful of packages the
-# import chain really needs; see that file).
+# import chain really needs; see that file), then
+# python/tests/sglang/requirements-server.txt (what SGLang's HTTP servers and
+# sglang-router need on top; its own stamp, not part of the venv's name).
 #
-# Idempotent: a stamp in the environment records what was installed; a rerun
+# Idempotent: stamps in the environment record what was installed; a rerun
 # with the same pins only reinstalls the mori-go wheel (seconds). Wheels are
 # kept in $MORI_GO_WHEELHOUSE (default ~/.cache/mori-go/sglang-wheels) and
 # installed from there offline, so a rebuilt venv (CI's fresh clone) costs no
@@ -32,12 +34,14 @@ root=$PWD
 
 SGLANG_VERSION=0.5.23
 req=$root/python/tests/sglang/requirements.txt
+req_server=$root/python/tests/sglang/requirements-server.txt
 wheelhouse=${MORI_GO_WHEELHOUSE:-$HOME/.cache/mori-go/sglang-wheels}
 start=$(date +%s)
 
 say() { echo "install-sglang: $*" >&2; }
 
 want=$( (echo "sglang==$SGLANG_VERSION"; cat "$req") | sha256sum | cut -c1-16)
+want_server=$( (echo "$want"; cat "$req_server") | sha256sum | cut -c1-16)
 if [[ $# -ge 1 ]]; then
   py=$1
 else
@@ -68,11 +72,12 @@ stamp=$prefix/.mori-go-sglang-stamp
 
 pip_() { "$py" -m pip --disable-pip-version-check "$@"; }
 
+offline=(--no-index --find-links "$wheelhouse")
+# 1. SGLang and what its mori PD backend imports (the venv's name hashes these)
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
   say "SGLang $SGLANG_VERSION set already installed in $prefix"
 else
   mkdir -p "$wheelhouse"
-  offline=(--no-index --find-links "$wheelhouse")
   if ! pip_ install -q "${offline[@]}" --no-deps "sglang==$SGLANG_VERSION" 2>/dev/null \
      || ! pip_ install -q "${offline[@]}" -r "$req" 2>/dev/null; then
     say "downloading wheels into $wheelhouse (about 2.7 GB the first time)"
@@ -83,6 +88,23 @@ else
   fi
   echo "$want" > "$stamp"
   say "installed sglang==$SGLANG_VERSION and $(grep -c '^[a-zA-Z]' "$req") pinned packages into $prefix"
+fi
+
+# 2. what SGLang's HTTP servers and the PD router need on top: a second set
+#    with its own stamp, so that it never rebuilds the venv; -c keeps the
+#    first set's pins
+stamp_server=$prefix/.mori-go-sglang-server-stamp
+if [[ -f $stamp_server && $(cat "$stamp_server") == "$want_server" ]]; then
+  say "server set already installed in $prefix"
+else
+  mkdir -p "$wheelhouse"
+  if ! pip_ install -q "${offline[@]}" -c "$req" -r "$req_server" 2>/dev/null; then
+    say "downloading the server set's wheels into $wheelhouse (about 200 MB the first time)"
+    pip_ download -q -d "$wheelhouse" --find-links "$wheelhouse" -c "$req" -r "$req_server"
+    pip_ install -q "${offline[@]}" -c "$req" -r "$req_server"
+  fi
+  echo "$want_server" > "$stamp_server"
+  say "installed $(grep -c '^[a-zA-Z]' "$req_server") pinned packages of $(basename "$req_server") into $prefix"
 fi
 
 wheel=${MORI_GO_WHEEL:-}
