@@ -30,7 +30,8 @@ type engineConfig struct {
 	NodeID            string    `json:"node_id"`
 	InboundCapacity   int       `json:"inbound_capacity"`
 	RDMADevices       string    `json:"rdma_devices"`
-	GPU               string    `json:"gpu"` // "auto" (default), "off", or a driver library path
+	GPU               string    `json:"gpu"`           // "auto" (default), "off", or a driver library path
+	TotalsLogMS       int64     `json:"totals_log_ms"` // log transfer totals at info level this often (0: never)
 	TCP               tcpConfig `json:"tcp"`
 	TLS               tlsConfig `json:"tls"`
 }
@@ -75,16 +76,17 @@ func (c *engineConfig) stackConfig() (stack.Config, error) {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("lib", "mori-go")
 	ec := stack.Config{Config: engine.Config{
-		Key:              c.Key,
-		Host:             c.Host,
-		Port:             c.Port,
-		TransferTimeout:  time.Duration(c.TransferTimeoutMS) * time.Millisecond,
-		HandshakeTimeout: time.Duration(c.HandshakeTimeout) * time.Millisecond,
-		InboundCapacity:  c.InboundCapacity,
-		Mode:             engine.BackendMode(strings.ToLower(c.Backend)),
-		NodeID:           c.NodeID,
-		TLS:              tlsconf.Files{Cert: c.TLS.Cert, Key: c.TLS.Key, CA: c.TLS.CA},
-		Logger:           logger,
+		Key:               c.Key,
+		Host:              c.Host,
+		Port:              c.Port,
+		TransferTimeout:   time.Duration(c.TransferTimeoutMS) * time.Millisecond,
+		HandshakeTimeout:  time.Duration(c.HandshakeTimeout) * time.Millisecond,
+		InboundCapacity:   c.InboundCapacity,
+		Mode:              engine.BackendMode(strings.ToLower(c.Backend)),
+		NodeID:            c.NodeID,
+		TLS:               tlsconf.Files{Cert: c.TLS.Cert, Key: c.TLS.Key, CA: c.TLS.CA},
+		Logger:            logger,
+		TotalsLogInterval: time.Duration(c.TotalsLogMS) * time.Millisecond,
 	}, TCP: tcp.Config{
 		Port:         c.TCP.Port,
 		Streams:      c.TCP.Streams,

@@ -426,16 +426,21 @@ func mgo_engine_stats(h C.mg_engine_t, buf *C.char, capacity C.size_t, n *C.size
 	if b := eh.e.DataBackend(); b != nil {
 		backend = b.Type().String()
 	}
+	totals := eh.e.Totals()
 	j, err := json.Marshal(map[string]any{
-		"key":             eh.e.Key(),
-		"backend":         backend,
-		"in_flight":       eh.e.InFlight(),
-		"regions":         eh.e.Registry().Len(),
-		"inbound_entries": eh.e.Inbound().Len(),
-		"inbound_dropped": eh.e.Inbound().Dropped(),
-		"access_denied":   eh.e.Security().DeniedAccesses,
-		"streams_refused": eh.e.Security().RefusedStreams,
-		"handles":         handles.count(),
+		"key":                 eh.e.Key(),
+		"backend":             backend,
+		"in_flight":           eh.e.InFlight(),
+		"regions":             eh.e.Registry().Len(),
+		"inbound_entries":     eh.e.Inbound().Len(),
+		"inbound_dropped":     eh.e.Inbound().Dropped(),
+		"access_denied":       eh.e.Security().DeniedAccesses,
+		"streams_refused":     eh.e.Security().RefusedStreams,
+		"handles":             handles.count(),
+		"bytes_written":       totals.BytesWritten,
+		"bytes_read":          totals.BytesRead,
+		"transfers_succeeded": totals.Succeeded,
+		"transfers_failed":    totals.Failed,
 	})
 	if err != nil {
 		return result(err)

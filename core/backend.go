@@ -164,6 +164,7 @@ type Transfer struct {
 	remaining atomic.Int64
 	once      sync.Once
 	onDone    []func()
+	endCode   StatusCode
 	flight    flightLinks // set by Flights.Add
 }
 
@@ -195,6 +196,10 @@ func (t *Transfer) Fail(code StatusCode, format string, args ...any) {
 // FailErr ends the transfer with err's code and message.
 func (t *Transfer) FailErr(err error) { t.finish(CodeOf(err), err.Error()) }
 
+// EndCode is the code the transfer ends with; valid in OnDone functions
+// (which run before the status becomes terminal).
+func (t *Transfer) EndCode() StatusCode { return t.endCode }
+
 // Done reports whether the transfer has ended.
 func (t *Transfer) Done() bool { return t.Status.Code().Terminal() }
 
@@ -206,6 +211,7 @@ func (t *Transfer) finish(code StatusCode, msg string) {
 		if f := t.flight.flights; f != nil {
 			f.remove(t)
 		}
+		t.endCode = code
 		for _, f := range t.onDone {
 			f()
 		}

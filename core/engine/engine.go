@@ -72,7 +72,10 @@ type Config struct {
 	// DisableIPC keeps transfers between engines of one node on the data
 	// backend.
 	DisableIPC bool
-	Logger     *slog.Logger
+	// TotalsLogInterval, when positive, logs the engine's Totals at info
+	// level at this interval whenever they changed (0: never).
+	TotalsLogInterval time.Duration
+	Logger            *slog.Logger
 }
 
 // Request is one element of a batch: ranges between one local and one
@@ -99,6 +102,8 @@ type Engine struct {
 	gpuWarn  sync.Once
 	uid      atomic.Uint64
 	instance atomic.Uint64
+	totals   totalCounters
+	stopLogs chan struct{} // closed by Close: ends logTotals
 
 	mu       sync.RWMutex
 	desc     core.EngineDesc
@@ -141,16 +146,17 @@ func New(cfg Config) (*Engine, error) {
 		return nil, core.Errorf(core.ErrInvalidArgs, "backend mode %q: want auto, tcp or rdma", cfg.Mode)
 	}
 	e := &Engine{
-		cfg:     cfg,
-		log:     cfg.Logger.With("engine", cfg.Key),
-		reg:     core.NewRegistry(),
-		adm:     core.NewAdmission(0),
-		inbound: core.NewInboundTable(cfg.InboundCapacity),
-		notes:   newNotifications(4096),
-		descs:   newDescCache(descCacheSize),
-		remotes: make(map[string]core.EngineDesc),
-		flights: core.NewFlights(cfg.TransferTimeout),
-		kept:    make(map[regArgs][]byte),
+		cfg:      cfg,
+		log:      cfg.Logger.With("engine", cfg.Key),
+		reg:      core.NewRegistry(),
+		adm:      core.NewAdmission(0),
+		inbound:  core.NewInboundTable(cfg.InboundCapacity),
+		notes:    newNotifications(4096),
+		descs:    newDescCache(descCacheSize),
+		remotes:  make(map[string]core.EngineDesc),
+		flights:  core.NewFlights(cfg.TransferTimeout),
+		stopLogs: make(chan struct{}),
+		kept:     make(map[regArgs][]byte),
 	}
 	var err error
 	if e.tls, err = tlsconf.Load(cfg.TLS); err != nil {
@@ -188,6 +194,9 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.ipc = b
 		e.backends = append(e.backends, b)
+	}
+	if cfg.TotalsLogInterval > 0 {
+		go e.logTotals(cfg.TotalsLogInterval, e.stopLogs)
 	}
 	e.log.Debug("engine up", "host", cfg.Host, "control_port", ctl.Port(), "node", nodeID, "same_host_gpu_path", e.ipc != nil)
 	return e, nil
@@ -264,6 +273,7 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 		return st
 	}
 	t.Instance = e.instance.Add(1)
+	t.OnDone(func() { e.totals.count(t) })
 	e.route(t, data)
 	return st
 }
@@ -378,6 +388,7 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
+	close(e.stopLogs)
 	backends := e.backends
 	e.mu.Unlock()
 	var errs []error

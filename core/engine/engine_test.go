@@ -226,3 +226,25 @@ func TestDeregisterWithTransfersInFlight(t *testing.T) {
 	require.Equal(t, core.ErrNotFound, st[0].Wait(5*time.Second))
 	require.Contains(t, st[0].Message(), fmt.Sprintf("memory %d is not registered", dd.ID))
 }
+
+func TestTotalsCountWhatSucceeded(t *testing.T) {
+	a, b := pair(t, nil)
+	const n = 1 << 20
+	src, dst := alloc(t, n), alloc(t, n)
+	sd, dd := register(t, a, src), register(t, b, dst)
+	ranges := []core.Range{{LocalOffset: 0, RemoteOffset: 0, Size: 4096}, {LocalOffset: 8192, RemoteOffset: 8192, Size: 100}}
+	st := a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: ranges, UID: 1}})
+	require.Equal(t, core.StatusSuccess, core.WaitAll(st, 10*time.Second), st[0].Message())
+	st = a.Submit(core.OpRead, []engine.Request{{Local: sd, Remote: dd, Ranges: []core.Range{{Size: 777}}, UID: 2}})
+	require.Equal(t, core.StatusSuccess, core.WaitAll(st, 10*time.Second), st[0].Message())
+	// a range past the remote memory fails at once and moves nothing
+	st = a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: []core.Range{{RemoteOffset: n, Size: 1}}, UID: 3}})
+	require.Equal(t, core.ErrInvalidArgs, st[0].Code())
+	require.Equal(t, engine.Totals{BytesWritten: 4196, BytesRead: 777, Succeeded: 2}, a.Totals())
+	require.Equal(t, engine.Totals{}, b.Totals(), "the target of one-sided transfers starts none")
+	// a transfer that starts and then fails counts as failed, its bytes not
+	require.NoError(t, b.Close())
+	st = a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, Ranges: ranges, UID: 4}})
+	require.NotEqual(t, core.StatusSuccess, core.WaitAll(st, 20*time.Second))
+	require.Equal(t, engine.Totals{BytesWritten: 4196, BytesRead: 777, Succeeded: 2, Failed: 1}, a.Totals())
+}

@@ -37,6 +37,7 @@ class IOEngineConfig:
     gpu                   MORI_GO_GPU                     auto | off | lib path
     node_id               MORI_NODE_ID                    node identity
     handshake_timeout_ms  MORI_GO_HANDSHAKE_TIMEOUT_MS    peer handshake bound
+    totals_log_ms         MORI_GO_TOTALS_LOG_MS           log stats() byte totals
     tls_cert              MORI_GO_TLS_CERT                engine certificate
     tls_key               MORI_GO_TLS_KEY                 its private key
     tls_ca                MORI_GO_TLS_CA                  CA of the peers
@@ -65,6 +66,7 @@ class IOEngineConfig:
         gpu: Optional[str] = None,
         node_id: Optional[str] = None,
         handshake_timeout_ms: Optional[int] = None,
+        totals_log_ms: Optional[int] = None,
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
         tls_ca: Optional[str] = None,
@@ -80,6 +82,7 @@ class IOEngineConfig:
         self.gpu = gpu
         self.node_id = node_id
         self.handshake_timeout_ms = handshake_timeout_ms
+        self.totals_log_ms = totals_log_ms
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.tls_ca = tls_ca

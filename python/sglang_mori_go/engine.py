@@ -198,6 +198,7 @@ class IOEngine:
         for field, env, name in (
             ("transfer_timeout_ms", "MORI_GO_TRANSFER_TIMEOUT_MS", "transfer_timeout_ms"),
             ("handshake_timeout_ms", "MORI_GO_HANDSHAKE_TIMEOUT_MS", "handshake_timeout_ms"),
+            ("totals_log_ms", "MORI_GO_TOTALS_LOG_MS", "totals_log_ms"),
         ):
             v = _pick(getattr(c, field), _env_int(env))
             if v is not None:
@@ -579,7 +580,9 @@ class IOEngine:
 
     def stats(self) -> Dict[str, Any]:
         """Engine counters: backend, in-flight transfers, registered regions,
-        inbound entries, live handles (mori-go)."""
+        inbound entries, live handles; what this engine's transfers moved:
+        bytes_written, bytes_read (of transfers that succeeded),
+        transfers_succeeded, transfers_failed (mori-go)."""
         h = self._handle()
         return json.loads(_lib.call_sized(_lib.lib().mg_engine_stats, h, initial=512, what="stats"))
 
