@@ -305,7 +305,7 @@ func mgo_status_wait(h C.mg_status_t, ms C.int64_t, code *C.uint32_t) (rc C.int)
 	if err != nil {
 		return result(err)
 	}
-	c := st.Wait(millis(ms))
+	c := st.WaitThread(millis(ms)) // the caller's thread blocks: see core.BlockThread
 	if code != nil {
 		*code = C.uint32_t(c)
 	}
@@ -337,7 +337,7 @@ func mgo_wait_all(hs *C.mg_status_t, n C.size_t, ms C.int64_t, code *C.uint32_t)
 			sts = append(sts, st)
 		}
 	}
-	c := core.WaitAll(sts, millis(ms))
+	c := core.WaitAllThread(sts, millis(ms))
 	if code != nil {
 		*code = C.uint32_t(c)
 	}

@@ -18,14 +18,14 @@ type Status struct {
 	code atomic.Uint32
 	mu   sync.Mutex
 	msg  string
-	done chan struct{}
+	done chan struct{} // made by the first call of Done
 	// watchers are told when the status becomes terminal (see WaitAll).
-	watchers []chan<- *Status
+	watchers []*waiter
 }
 
 // NewStatus returns a status in state INIT.
 func NewStatus() *Status {
-	s := &Status{done: make(chan struct{})}
+	s := &Status{}
 	s.code.Store(uint32(StatusInit))
 	return s
 }
@@ -50,121 +50,130 @@ func (s *Status) Finish(code StatusCode, msg string) bool {
 		code = ErrInternal
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if StatusCode(s.code.Load()).Terminal() {
+		s.mu.Unlock()
 		return false
 	}
 	s.msg = msg
 	s.code.Store(uint32(code))
-	close(s.done)
-	for _, w := range s.watchers {
-		select {
-		case w <- s:
-		default: // WaitAll sizes its channel so that this never happens
-		}
+	if s.done != nil {
+		close(s.done)
 	}
+	watchers := s.watchers
 	s.watchers = nil
+	s.mu.Unlock()
 	lattrace.Mark(lattrace.StatusDone)
+	for _, w := range watchers {
+		w.ended(code)
+	}
 	return true
 }
 
-// watch arranges for s to be sent on ch once it is terminal. It reports
-// false, and arranges nothing, when s is terminal already.
-func (s *Status) watch(ch chan<- *Status) bool {
+// watch arranges for w to be told once s is terminal. It reports false,
+// and arranges nothing, when s is terminal already.
+func (s *Status) watch(w *waiter) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.Code().Terminal() {
 		return false
 	}
-	s.watchers = append(s.watchers, ch)
+	s.watchers = append(s.watchers, w)
 	return true
 }
 
 // unwatch undoes watch.
-func (s *Status) unwatch(ch chan<- *Status) {
+func (s *Status) unwatch(w *waiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.watchers = slices.DeleteFunc(s.watchers, func(w chan<- *Status) bool { return w == ch })
+	s.watchers = slices.DeleteFunc(s.watchers, func(x *waiter) bool { return x == w })
 }
 
 // Done returns a channel closed once the status is terminal.
-func (s *Status) Done() <-chan struct{} { return s.done }
+func (s *Status) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done == nil {
+		s.done = make(chan struct{})
+		if s.Code().Terminal() {
+			close(s.done)
+		}
+	}
+	return s.done
+}
 
 // Wait blocks until the status is terminal or timeout passes, and returns
 // the code it then has. A negative timeout waits for ever; zero polls once.
+// The calling goroutine parks; see WaitThread.
 func (s *Status) Wait(timeout time.Duration) StatusCode {
-	if c := s.Code(); c.Terminal() || timeout == 0 {
-		return c
-	}
-	if timeout < 0 {
-		<-s.done
-		return s.Code()
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-s.done:
-	case <-t.C:
-	}
-	return s.Code()
+	return waitAll([]*Status{s}, timeout, ParkGoroutine)
+}
+
+// WaitThread is Wait for a caller that owns its OS thread (the C ABI):
+// see BlockThread.
+func (s *Status) WaitThread(timeout time.Duration) StatusCode {
+	return waitAll([]*Status{s}, timeout, BlockThread)
 }
 
 // WaitAll waits until every status is terminal or timeout passes. Failure
 // wins: as soon as any status has failed, its code is returned even if
 // others are still running. Otherwise it returns SUCCESS when all have
 // succeeded and IN_PROGRESS when the time ran out first. A negative timeout
-// waits for ever; zero polls once.
+// waits for ever; zero polls once. The calling goroutine parks; see
+// WaitAllThread.
 func WaitAll(statuses []*Status, timeout time.Duration) StatusCode {
-	done := true
-	for _, s := range statuses {
-		c := s.Code()
-		if c.Failed() {
-			return c
-		}
-		done = done && c == StatusSuccess
-	}
-	if done {
-		return StatusSuccess
-	}
-	if timeout == 0 {
-		return StatusInProgress
+	return waitAll(statuses, timeout, ParkGoroutine)
+}
+
+// WaitAllThread is WaitAll for a caller that owns its OS thread (the C
+// ABI): see BlockThread.
+func WaitAllThread(statuses []*Status, timeout time.Duration) StatusCode {
+	return waitAll(statuses, timeout, BlockThread)
+}
+
+func waitAll(statuses []*Status, timeout time.Duration, how WaitMode) StatusCode {
+	if c, done := scan(statuses); done || timeout == 0 {
+		return c
 	}
 	// Wait for any status to end, not only the first one pending: a status
 	// that fails while an earlier one is still running ends the wait.
-	ch := make(chan *Status, len(statuses))
+	w := newWaiter(how)
 	var watched []*Status
 	defer func() {
 		for _, s := range watched {
-			s.unwatch(ch)
+			s.unwatch(w)
 		}
 	}()
 	for _, s := range statuses {
-		if s.watch(ch) {
+		if s.watch(w) {
 			watched = append(watched, s)
+			w.left.Add(1)
 		} else if c := s.Code(); c.Failed() {
 			return c
 		}
 	}
-	var expired <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		expired = t.C
+	if !w.sleep(timeout) {
+		c, _ := scan(statuses)
+		return c
 	}
-	for pending := len(watched); pending > 0; pending-- {
-		select {
-		case s := <-ch:
-			if c := s.Code(); c.Failed() {
-				return c
-			}
-		case <-expired:
-			for _, s := range statuses {
-				if c := s.Code(); c.Failed() {
-					return c
-				}
-			}
-			return StatusInProgress
-		}
+	if c := StatusCode(w.failed.Load()); c != 0 {
+		return c
 	}
 	return StatusSuccess
+}
+
+// scan reports the outcome of statuses as they are now: a failure code
+// (done), SUCCESS (done), or IN_PROGRESS (not done).
+func scan(statuses []*Status) (StatusCode, bool) {
+	done := true
+	for _, s := range statuses {
+		c := s.Code()
+		if c.Failed() {
+			return c, true
+		}
+		done = done && c == StatusSuccess
+	}
+	if done {
+		return StatusSuccess, true
+	}
+	return StatusInProgress, false
 }

@@ -73,63 +73,72 @@ func finished(code StatusCode) *Status {
 }
 
 func TestWaitAllSemantics(t *testing.T) {
-	require.Equal(t, StatusSuccess, WaitAll(nil, 0))
-	require.Equal(t, StatusSuccess, WaitAll(nil, -1))
-	ok := finished(StatusSuccess)
-	require.Equal(t, StatusSuccess, WaitAll([]*Status{ok, ok}, 0))
+	for _, how := range []WaitMode{ParkGoroutine, BlockThread} {
+		t.Logf("wait mode %d", how)
+		require.Equal(t, StatusSuccess, waitAll(nil, 0, how))
+		require.Equal(t, StatusSuccess, waitAll(nil, -1, how))
+		ok := finished(StatusSuccess)
+		require.Equal(t, StatusSuccess, waitAll([]*Status{ok, ok}, 0, how))
 
-	// Failure wins over others still in progress, whatever the timeout.
-	running := finished(StatusInProgress)
-	failed := finished(ErrNotFound)
-	for _, timeout := range []time.Duration{0, time.Hour, -1} {
-		require.Equal(t, ErrNotFound, within(t, 10*time.Second, func() StatusCode {
-			return WaitAll([]*Status{running, ok, failed}, timeout)
-		}), "timeout %s", timeout)
+		// Failure wins over others still in progress, whatever the timeout.
+		running := finished(StatusInProgress)
+		failed := finished(ErrNotFound)
+		for _, timeout := range []time.Duration{0, time.Hour, -1} {
+			require.Equal(t, ErrNotFound, within(t, 10*time.Second, func() StatusCode {
+				return waitAll([]*Status{running, ok, failed}, timeout, how)
+			}), "timeout %s", timeout)
+		}
+
+		// Zero polls: in progress, without waiting.
+		require.Equal(t, StatusInProgress, waitAll([]*Status{ok, running}, 0, how))
+		require.Equal(t, StatusInProgress, waitAll([]*Status{ok, running}, time.Millisecond, how), "ran out of time")
+		require.Empty(t, running.watchers, "a wait that ended leaves no watcher behind")
+
+		// An INIT status counts as not done.
+		require.Equal(t, StatusInProgress, waitAll([]*Status{NewStatus()}, 0, how))
 	}
-
-	// Zero polls: in progress, without waiting.
-	require.Equal(t, StatusInProgress, WaitAll([]*Status{ok, running}, 0))
-	require.Equal(t, StatusInProgress, WaitAll([]*Status{ok, running}, time.Millisecond), "ran out of time")
-	require.Empty(t, running.watchers, "a wait that ended leaves no watcher behind")
-
-	// An INIT status counts as not done.
-	require.Equal(t, StatusInProgress, WaitAll([]*Status{NewStatus()}, 0))
 }
 
 func TestWaitAllFailureWhileWaiting(t *testing.T) {
-	// The first status never ends; the second fails while WaitAll waits.
-	// WaitAll must return the failure at once rather than wait for the
-	// first one (for ever, with a negative timeout).
-	for _, timeout := range []time.Duration{-1, time.Hour} {
-		never := finished(StatusInProgress)
-		late := finished(StatusInProgress)
-		go func() {
-			time.Sleep(10 * time.Millisecond)
-			late.Finish(ErrTimeout, "timed out")
-		}()
-		got := within(t, 10*time.Second, func() StatusCode { return WaitAll([]*Status{never, late}, timeout) })
-		require.Equal(t, ErrTimeout, got)
-		require.Empty(t, never.watchers)
+	for _, how := range []WaitMode{ParkGoroutine, BlockThread} {
+		t.Logf("wait mode %d", how)
+		// The first status never ends; the second fails while WaitAll waits.
+		// WaitAll must return the failure at once rather than wait for the
+		// first one (for ever, with a negative timeout).
+		for _, timeout := range []time.Duration{-1, time.Hour} {
+			never := finished(StatusInProgress)
+			late := finished(StatusInProgress)
+			go func() {
+				time.Sleep(10 * time.Millisecond)
+				late.Finish(ErrTimeout, "timed out")
+			}()
+			got := within(t, 10*time.Second, func() StatusCode { return waitAll([]*Status{never, late}, timeout, how) })
+			require.Equal(t, ErrTimeout, got)
+			require.Empty(t, never.watchers)
+		}
 	}
 }
 
 func TestWaitAllNegativeWaitsForAll(t *testing.T) {
-	sts := make([]*Status, 200)
-	for i := range sts {
-		sts[i] = finished(StatusInProgress)
+	for _, how := range []WaitMode{ParkGoroutine, BlockThread} {
+		t.Logf("wait mode %d", how)
+		sts := make([]*Status, 200)
+		for i := range sts {
+			sts[i] = finished(StatusInProgress)
+		}
+		sts = append(sts, sts[0]) // the same status twice is fine
+		var wg sync.WaitGroup
+		for i, s := range sts[:200] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(time.Duration(i%7) * time.Millisecond)
+				s.Finish(StatusSuccess, "")
+			}()
+		}
+		require.Equal(t, StatusSuccess, within(t, 10*time.Second, func() StatusCode { return waitAll(sts, -1, how) }))
+		wg.Wait()
 	}
-	sts = append(sts, sts[0]) // the same status twice is fine
-	var wg sync.WaitGroup
-	for i, s := range sts[:200] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			time.Sleep(time.Duration(i%7) * time.Millisecond)
-			s.Finish(StatusSuccess, "")
-		}()
-	}
-	require.Equal(t, StatusSuccess, within(t, 10*time.Second, func() StatusCode { return WaitAll(sts, -1) }))
-	wg.Wait()
 }
 
 func TestStatusCodes(t *testing.T) {
@@ -171,4 +180,52 @@ func TestTransferEndsOnce(t *testing.T) {
 	tr = &Transfer{Op: OpRead, Status: st}
 	tr.Begin(0)
 	require.Equal(t, StatusSuccess, st.Code(), "nothing to do is done")
+}
+
+func TestStatusDoneChannel(t *testing.T) {
+	s := NewStatus()
+	done := s.Done()
+	select {
+	case <-done:
+		t.Fatal("closed before the status ended")
+	default:
+	}
+	s.Finish(StatusSuccess, "")
+	within(t, 10*time.Second, func() bool { <-done; return true })
+	late := finished(ErrRemote)
+	within(t, 10*time.Second, func() bool { <-late.Done(); return true })
+}
+
+// Statuses ended from other goroutines while threads wait on them: every
+// waiter sees the outcome (run with -race).
+func TestWaitThreadWakesEveryWaiter(t *testing.T) {
+	for round := range 50 {
+		sts := []*Status{finished(StatusInProgress), finished(StatusInProgress), finished(StatusInProgress)}
+		var wg sync.WaitGroup
+		got := make([]StatusCode, 4)
+		for i := range got {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if i == 0 {
+					got[i] = sts[1].WaitThread(-1)
+					return
+				}
+				got[i] = WaitAllThread(sts, time.Hour)
+			}()
+		}
+		for i, s := range sts {
+			code := StatusSuccess
+			if round%2 == 1 && i == 2 {
+				code = ErrRemote
+			}
+			s.Finish(code, "")
+		}
+		within(t, 10*time.Second, func() bool { wg.Wait(); return true })
+		want := StatusSuccess
+		if round%2 == 1 {
+			want = ErrRemote
+		}
+		require.Equal(t, []StatusCode{StatusSuccess, want, want, want}, got)
+	}
 }

@@ -120,7 +120,8 @@ func TestBreakdown(t *testing.T) {
 }
 
 // breakdownWrites makes n writes of size bytes, one at a time, from a
-// goroutine locked to its thread.
+// goroutine locked to its thread that waits as the C ABI does
+// (WaitAllThread).
 func breakdownWrites(a *engine.Engine, sd, dd core.MemoryDesc, n int, size uint64) error {
 	done := make(chan error, 1)
 	go func() {
@@ -131,7 +132,7 @@ func breakdownWrites(a *engine.Engine, sd, dd core.MemoryDesc, n int, size uint6
 			req := engine.Request{Local: sd, Remote: dd, UID: a.AllocateTransferUID(),
 				Ranges: []core.Range{{LocalOffset: off, RemoteOffset: off, Size: size}}}
 			sts := a.Submit(core.OpWrite, []engine.Request{req})
-			code := core.WaitAll(sts, time.Minute)
+			code := core.WaitAllThread(sts, time.Minute)
 			lattrace.Mark(lattrace.WaiterBack)
 			if code != core.StatusSuccess {
 				done <- fmt.Errorf("write %d: %s: %s", i, code, sts[0].Message())
