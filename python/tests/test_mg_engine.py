@@ -371,3 +371,40 @@ def test_config_json_takes_environment(monkeypatch):
         e.create_backend(BackendType.TCP)
         assert e.get_engine_desc().node_id == "node-x"
     assert e.closed
+
+
+def test_offsets_from_numpy_arrays_of_every_layout():
+    """_u64_array hands the library the address of 8-byte unsigned values
+    whatever numpy layout it gets: writable or read-only, int64 or uint64,
+    other widths, strided or 2-D; negative values are refused."""
+    np = pytest.importorskip("numpy")
+    import ctypes
+
+    from sglang_mori_go.engine import _u64_array
+
+    want = [0, 4096, 1 << 40]
+
+    def read_back(arr):
+        keep, addr, n = _u64_array(arr, "test")
+        assert n == len(want)
+        assert list((ctypes.c_uint64 * n).from_address(addr)) == want
+        return keep
+
+    plain = np.array(want, dtype=np.uint64)
+    assert read_back(plain) is plain, "a contiguous uint64 array is used in place"
+    ro = np.array(want, dtype=np.uint64)
+    ro.flags.writeable = False
+    assert read_back(ro) is ro, "a read-only array is used in place too"
+    signed = np.array(want, dtype=np.int64)
+    assert read_back(signed) is signed, "non-negative int64 has the bits of uint64"
+    read_back(np.array([[0, 4096], [1 << 40, 7]], dtype=np.uint64).reshape(-1)[:3])
+    read_back(np.array([0, 9, 4096, 9, 1 << 40, 9], dtype=np.uint64)[::2])
+    read_back(np.array(want, dtype=">u8"))
+    small = np.array([0, 4096, 65535], dtype=np.uint16)
+    keep, addr, n = _u64_array(small, "test")
+    assert list((ctypes.c_uint64 * n).from_address(addr)) == [0, 4096, 65535]
+    assert _u64_array(np.array([], dtype=np.uint64), "test")[1:] == (0, 0)
+    with pytest.raises(mg.InvalidArgsError, match="non-negative"):
+        _u64_array(np.array([1, -1], dtype=np.int64), "test")
+    with pytest.raises(mg.InvalidArgsError, match="integers"):
+        _u64_array(np.array([1.5]), "test")
