@@ -21,7 +21,8 @@ var _ interface {
 
 // openGPU loads the GPU driver as configured: "auto" (or "") loads CUDA or
 // HIP if the process can, "off" loads none, anything else is the path of a
-// driver library. Without a driver GPU registrations are host memory.
+// driver library. Without a driver, the engine accepts GPU registrations
+// only of host memory mapped in this process, and treats them as such.
 func openGPU(mode string, log *slog.Logger) (core.GPU, error) {
 	switch strings.ToLower(mode) {
 	case "off", "none":
