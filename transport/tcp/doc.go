@@ -20,6 +20,14 @@
 // the socket into one slot while the previous ones are copied to the
 // device. The wire format does not change.
 //
+// Files: backend.go (the core.Backend), peer.go (an initiator's streams to
+// one peer, transfers cut into frames), stream.go (one stream: queue,
+// writer, encoding), stream_read.go (its reader: responses matched to
+// frames), staged.go (GPU payloads through staging rings), server.go (the
+// target: one goroutine per stream reads, checks and answers frames),
+// stall.go (the target's stall deadlines), proto.go (the wire format),
+// handshake.go, admit.go and gone.go (who may open a stream).
+//
 // Wire format, little-endian, after a handshake (see handshake.go):
 //
 //	request  (56 bytes): magic u16 | type u8 | flags u8 | mem id u32 | uid u64 |

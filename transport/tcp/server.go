@@ -95,84 +95,6 @@ func (s *server) close() {
 	s.wg.Wait()
 }
 
-// stallReader refreshes a read deadline at each read while armed, so that
-// a peer that stops sending in the middle of a frame is cut off after the
-// stall timeout, while an idle stream between frames waits for ever.
-type stallReader struct {
-	c     net.Conn
-	in    *goneReader // reads c
-	stall time.Duration
-	armed bool
-}
-
-func (r *stallReader) Read(p []byte) (int, error) {
-	if r.armed {
-		r.c.SetReadDeadline(time.Now().Add(r.stall))
-	}
-	return r.in.Read(p)
-}
-
-func (r *stallReader) arm(on bool) {
-	r.armed = on
-	if !on {
-		r.c.SetReadDeadline(time.Time{})
-	}
-}
-
-// stallWriteChunk is the most bytes written under one write deadline.
-const stallWriteChunk = 1 << 20
-
-// stallWriter writes with a write deadline refreshed every stallWriteChunk
-// bytes, so that a peer that stops reading its responses is cut off after
-// the stall timeout. Without it such a peer would block the stream for
-// ever, while holding a Use of the region it reads (deregistration of the
-// region would hang).
-type stallWriter struct {
-	c     net.Conn
-	stall time.Duration
-}
-
-func (w *stallWriter) Write(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		k := min(len(p)-n, stallWriteChunk)
-		w.c.SetWriteDeadline(time.Now().Add(w.stall))
-		m, err := w.c.Write(p[n : n+k])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-// writeBuffers writes bufs with vectored I/O, under a write deadline
-// refreshed every stallWriteChunk bytes. scratch is reused between calls.
-func (w *stallWriter) writeBuffers(bufs net.Buffers, scratch *net.Buffers) error {
-	for len(bufs) > 0 {
-		group := (*scratch)[:0]
-		n := 0
-		for len(bufs) > 0 && n < stallWriteChunk {
-			b := bufs[0]
-			if k := stallWriteChunk - n; len(b) > k {
-				group = append(group, b[:k])
-				bufs[0] = b[k:]
-				n += k
-				break
-			}
-			group = append(group, b)
-			n += len(b)
-			bufs = bufs[1:]
-		}
-		*scratch = group
-		w.c.SetWriteDeadline(time.Now().Add(w.stall))
-		if _, err := group.WriteTo(w.c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // connState is the per-stream scratch of the serving loop, reused frame
 // after frame.
 type connState struct {
@@ -234,12 +156,39 @@ func (s *server) serve(c net.Conn) error {
 // stream: the peer broke the protocol or the connection failed. A request
 // that is well formed but wrong is answered with an error instead.
 func (s *server) serveFrame(st *connState) error {
-	if _, err := io.ReadFull(st.br, st.hdr[:]); err != nil {
+	rq, err := s.readRequest(st)
+	if err != nil {
 		return err
+	}
+	region, refused := s.admit(st, &rq)
+	if refused != nil {
+		return s.refuse(st, &rq, refused)
+	}
+	lattrace.Mark(lattrace.TargetCheck)
+	if rq.h.Type == reqWrite {
+		return s.serveWrite(st, &rq, region)
+	}
+	return s.serveRead(st, &rq, region)
+}
+
+// inFrame is the request being served: its header, its key in the inbound
+// table, and the total size of its ranges (in connState.ranges).
+type inFrame struct {
+	h     reqHeader
+	key   core.InboundKey
+	total uint64
+}
+
+// readRequest reads and parses a request's header and entries; the payload
+// of a write is left in the stream.
+func (s *server) readRequest(st *connState) (inFrame, error) {
+	var rq inFrame
+	if _, err := io.ReadFull(st.br, st.hdr[:]); err != nil {
+		return rq, err
 	}
 	h, err := parseReqHeader(st.hdr[:])
 	if err != nil {
-		return err
+		return rq, err
 	}
 	n := int(h.Entries) * entryLen
 	if cap(st.entries) < n {
@@ -247,84 +196,95 @@ func (s *server) serveFrame(st *connState) error {
 	}
 	st.entries = st.entries[:n]
 	if _, err := io.ReadFull(st.br, st.entries); err != nil {
-		return err
+		return rq, err
 	}
-	var total uint64
-	st.ranges, total, err = parseEntries(st.entries, st.ranges)
+	st.ranges, rq.total, err = parseEntries(st.entries, st.ranges)
 	if err != nil {
+		return rq, err
+	}
+	if h.Type == reqWrite && rq.total != h.Payload {
+		return rq, fmt.Errorf("%w: entries add up to %d bytes, header says %d", core.ErrMalformed, rq.total, h.Payload)
+	}
+	rq.h, rq.key = h, core.InboundKey{Peer: st.peer, UID: h.UID}
+	return rq, nil
+}
+
+// admit checks a request against the registry and the inbound table and
+// takes a Use of its region; the caller releases it. A refusal is recorded
+// in the inbound table and returned.
+func (s *server) admit(st *connState, rq *inFrame) (*core.Region, error) {
+	h := &rq.h
+	region, err := s.check(h, st.ranges)
+	if err == nil {
+		err = s.env.Inbound.Admit(rq.key, h.Instance, h.Parts)
+	}
+	if err != nil {
+		s.env.Inbound.Refuse(rq.key, h.Instance, h.Parts, err)
+		return nil, err
+	}
+	if err := region.Use(); err != nil {
+		s.env.Inbound.Complete(rq.key, h.Instance, err)
+		return nil, err
+	}
+	return region, nil
+}
+
+// refuse answers a refused request with why, after draining a write's
+// payload so that the stream stays in step. A request naming memory with
+// a wrong token is answered and then closes the stream.
+func (s *server) refuse(st *connState, rq *inFrame, why error) error {
+	if rq.h.Type == reqWrite {
+		if _, err := io.CopyN(io.Discard, st.br, int64(rq.h.Payload)); err != nil {
+			return err
+		}
+	}
+	s.log.Debug("tcp backend: refused a request", "peer", st.peer, "uid", rq.h.UID, "err", why)
+	if err := s.respond(st, rq.h.Type, core.CodeOf(why), why.Error(), 0); err != nil {
 		return err
 	}
-	if h.Type == reqWrite && total != h.Payload {
-		return fmt.Errorf("%w: entries add up to %d bytes, header says %d", core.ErrMalformed, total, h.Payload)
+	if errors.Is(why, core.ErrAccessDenied) {
+		// Forged or stale capability: answered, then the stream goes.
+		st.bw.Flush()
+		return why
 	}
-	key := core.InboundKey{Peer: st.peer, UID: h.UID}
-	region, verr := s.check(&h, st.ranges)
-	if verr == nil {
-		if verr = s.env.Inbound.Admit(key, h.Instance, h.Parts); verr != nil {
-			s.env.Inbound.Refuse(key, h.Instance, h.Parts, verr)
-		}
-	} else {
-		s.env.Inbound.Refuse(key, h.Instance, h.Parts, verr)
+	return nil
+}
+
+// serveWrite lands a write's payload in the region and acknowledges it.
+func (s *server) serveWrite(st *connState, rq *inFrame, region *core.Region) error {
+	deviceErr, err := s.receive(st, region, st.ranges, rq.h.Payload)
+	lattrace.Mark(lattrace.TargetLand)
+	region.Release()
+	if err != nil {
+		err = core.Errorf(core.ErrConnection, "connection from engine %q lost in the middle of a write: %w", st.peer, err)
+		s.env.Inbound.Complete(rq.key, rq.h.Instance, err)
+		return err
 	}
-	if verr == nil {
-		if verr = region.Use(); verr != nil {
-			s.env.Inbound.Complete(key, h.Instance, verr)
-		}
+	s.env.Inbound.Complete(rq.key, rq.h.Instance, deviceErr)
+	if deviceErr != nil {
+		// The payload was read; the stream is in step.
+		s.log.Warn("tcp backend: write into GPU memory failed", "peer", st.peer, "uid", rq.h.UID, "err", deviceErr)
+		return s.respond(st, reqWrite, core.CodeOf(deviceErr), deviceErr.Error(), 0)
 	}
-	if verr != nil {
-		if h.Type == reqWrite {
-			if _, err := io.CopyN(io.Discard, st.br, int64(h.Payload)); err != nil {
-				return err
-			}
-		}
-		s.log.Debug("tcp backend: refused a request", "peer", st.peer, "uid", h.UID, "err", verr)
-		if err := s.respond(st, h.Type, core.CodeOf(verr), verr.Error(), 0); err != nil {
-			return err
-		}
-		if errors.Is(verr, core.ErrAccessDenied) {
-			// Forged or stale capability: answered, then the stream goes.
-			st.bw.Flush()
-			return verr
-		}
-		return nil
-	}
-	lattrace.Mark(lattrace.TargetCheck)
-	if h.Type == reqWrite {
-		var deviceErr error
-		deviceErr, err = s.receive(st, region, st.ranges, h.Payload)
-		lattrace.Mark(lattrace.TargetLand)
-		region.Release()
-		if err != nil {
-			err = core.Errorf(core.ErrConnection, "connection from engine %q lost in the middle of a write: %w", st.peer, err)
-		} else {
-			err = deviceErr
-		}
-		s.env.Inbound.Complete(key, h.Instance, err)
-		switch {
-		case deviceErr != nil:
-			// The payload was read; the stream is in step.
-			s.log.Warn("tcp backend: write into GPU memory failed", "peer", st.peer, "uid", h.UID, "err", deviceErr)
-			return s.respond(st, reqWrite, core.CodeOf(deviceErr), deviceErr.Error(), 0)
-		case err != nil:
-			return err
-		}
-		return s.respond(st, reqWrite, core.StatusSuccess, "", 0)
-	}
-	var deviceErr error
-	deviceErr, err = s.sendData(st, region, st.ranges, total)
+	return s.respond(st, reqWrite, core.StatusSuccess, "", 0)
+}
+
+// serveRead answers a read with the bytes of the region.
+func (s *server) serveRead(st *connState, rq *inFrame, region *core.Region) error {
+	deviceErr, err := s.sendData(st, region, st.ranges, rq.total)
 	region.Release()
 	if err != nil {
 		err = core.Errorf(core.ErrConnection, "connection from engine %q lost in the middle of a read: %w", st.peer, err)
-	} else {
-		err = deviceErr
+		s.env.Inbound.Complete(rq.key, rq.h.Instance, err)
+		return err
 	}
-	s.env.Inbound.Complete(key, h.Instance, err)
+	s.env.Inbound.Complete(rq.key, rq.h.Instance, deviceErr)
 	if deviceErr != nil {
 		// Nothing of the response was sent yet.
-		s.log.Warn("tcp backend: read of GPU memory failed", "peer", st.peer, "uid", h.UID, "err", deviceErr)
+		s.log.Warn("tcp backend: read of GPU memory failed", "peer", st.peer, "uid", rq.h.UID, "err", deviceErr)
 		return s.respond(st, reqRead, core.CodeOf(deviceErr), deviceErr.Error(), 0)
 	}
-	return err
+	return nil
 }
 
 // check validates a request against the registry, its token included,
