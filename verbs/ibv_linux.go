@@ -125,7 +125,7 @@ func (p *ibvProvider) Open(name string) (Context, error) {
 		if ctx == nil {
 			return nil, fmt.Errorf("ibv_open_device %s: %w", name, err)
 		}
-		return &ibvContext{lib: lib, ctx: ctx, name: name, ibdevPath: path}, nil
+		return &ibvContext{lib: lib, ctx: ctx, name: name, ibdevPath: path, cqs: make(map[*C.struct_ibv_cq]*ibvCQ)}, nil
 	}
 	return nil, fmt.Errorf("open %s: no such RDMA device", name)
 }
@@ -135,6 +135,11 @@ type ibvContext struct {
 	ctx       *C.struct_ibv_context
 	name      string
 	ibdevPath string
+
+	// cqs maps the CQs of this context by their C pointer, so that an
+	// IBV_EVENT_CQ_ERR names the CQ the backend knows.
+	cqMu sync.Mutex
+	cqs  map[*C.struct_ibv_cq]*ibvCQ
 }
 
 func rcErr(what string, rc C.int) error {
@@ -246,6 +251,9 @@ func (c *ibvContext) CreateCQ(cqe int, ch CompChannel) (CQ, error) {
 		return nil, nullErr(fmt.Sprintf("ibv_create_cq %s (%d entries)", c.name, cqe), err)
 	}
 	q := &ibvCQ{c: c, cq: cq, ch: owner}
+	c.cqMu.Lock()
+	c.cqs[cq] = q
+	c.cqMu.Unlock()
 	if owner != nil {
 		owner.mu.Lock()
 		owner.cqs[cq] = q
@@ -272,7 +280,15 @@ func (c *ibvContext) WaitAsyncEvent(timeout time.Duration) (AsyncEvent, bool, er
 	if rc == 0 {
 		return AsyncEvent{}, false, nil
 	}
-	return AsyncEvent{Type: AsyncEventType(typ), QPNum: uint32(qpn), Port: uint8(port)}, true, nil
+	ev := AsyncEvent{Type: AsyncEventType(typ), QPNum: uint32(qpn), Port: uint8(port)}
+	if cq != nil {
+		c.cqMu.Lock()
+		if q := c.cqs[cq]; q != nil {
+			ev.CQ = q
+		}
+		c.cqMu.Unlock()
+	}
+	return ev, true, nil
 }
 
 func (c *ibvContext) Close() error {
@@ -315,6 +331,9 @@ func checkABI() error {
 		{"IBV_EVENT_DEVICE_FATAL", int64(EventDeviceFatal), int64(C.IBV_EVENT_DEVICE_FATAL)},
 		{"IBV_EVENT_PORT_ERR", int64(EventPortErr), int64(C.IBV_EVENT_PORT_ERR)},
 		{"IBV_EVENT_GID_CHANGE", int64(EventGIDChange), int64(C.IBV_EVENT_GID_CHANGE)},
+		{"IBV_EVENT_PORT_ACTIVE", int64(EventPortActive), int64(C.IBV_EVENT_PORT_ACTIVE)},
+		{"IBV_EVENT_LID_CHANGE", int64(EventLIDChange), int64(C.IBV_EVENT_LID_CHANGE)},
+		{"IBV_EVENT_CLIENT_REREGISTER", int64(EventClientReregister), int64(C.IBV_EVENT_CLIENT_REREGISTER)},
 	}
 	var errs []error
 	for _, p := range pairs {

@@ -125,6 +125,9 @@ func (q *ibvCQ) ReqNotify(solicitedOnly bool) error {
 }
 
 func (q *ibvCQ) Close() error {
+	q.c.cqMu.Lock()
+	delete(q.c.cqs, q.cq)
+	q.c.cqMu.Unlock()
 	if q.ch != nil {
 		q.ch.mu.Lock()
 		delete(q.ch.cqs, q.cq)

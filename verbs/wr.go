@@ -143,15 +143,17 @@ type WorkCompletion struct {
 type AsyncEventType uint32
 
 const (
-	EventCQErr        AsyncEventType = 0
-	EventQPFatal      AsyncEventType = 1
-	EventQPReqErr     AsyncEventType = 2
-	EventQPAccessErr  AsyncEventType = 3
-	EventDeviceFatal  AsyncEventType = 8
-	EventPortActive   AsyncEventType = 9
-	EventPortErr      AsyncEventType = 10
-	EventGIDChange    AsyncEventType = 18
-	asyncEventTypeMax AsyncEventType = 19
+	EventCQErr            AsyncEventType = 0
+	EventQPFatal          AsyncEventType = 1
+	EventQPReqErr         AsyncEventType = 2
+	EventQPAccessErr      AsyncEventType = 3
+	EventDeviceFatal      AsyncEventType = 8
+	EventPortActive       AsyncEventType = 9
+	EventPortErr          AsyncEventType = 10
+	EventLIDChange        AsyncEventType = 11
+	EventClientReregister AsyncEventType = 17
+	EventGIDChange        AsyncEventType = 18
+	asyncEventTypeMax     AsyncEventType = 19
 )
 
 func (t AsyncEventType) String() string {
@@ -170,6 +172,10 @@ func (t AsyncEventType) String() string {
 		return "IBV_EVENT_PORT_ACTIVE"
 	case EventPortErr:
 		return "IBV_EVENT_PORT_ERR"
+	case EventLIDChange:
+		return "IBV_EVENT_LID_CHANGE"
+	case EventClientReregister:
+		return "IBV_EVENT_CLIENT_REREGISTER"
 	case EventGIDChange:
 		return "IBV_EVENT_GID_CHANGE"
 	}

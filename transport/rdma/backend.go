@@ -1,7 +1,6 @@
 package rdma
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -13,34 +12,6 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/verbs"
 )
-
-// nic is one port of one device that the backend uses.
-type nic struct {
-	idx    int
-	name   string
-	device verbs.DeviceInfo
-	ctx    verbs.Context
-	pd     verbs.PD
-	ch     verbs.CompChannel // event mode only
-	dev    verbs.DeviceAttr
-	port   uint8
-	attr   verbs.PortAttr
-	gid    verbs.GIDEntry
-	mtu    verbs.MTU // path MTU cap: the active MTU, or less if configured
-
-	qpns sync.Map // qpn -> *conn, for async events
-}
-
-func (n *nic) info() NICInfo {
-	return NICInfo{Name: n.name, GID: n.gid.GID, LID: n.attr.LID, Port: n.port, MTU: n.mtu, Link: n.link()}
-}
-
-func (n *nic) link() verbs.LinkLayer {
-	if n.attr.LinkLayer == verbs.LinkEthernet {
-		return verbs.LinkEthernet
-	}
-	return verbs.LinkInfiniBand
-}
 
 // Backend is the RDMA data plane of one engine. It implements
 // core.Backend, core.MemoryBackend and core.ControlHandler.
@@ -124,8 +95,9 @@ func newBackend(p verbs.Provider, env core.BackendEnv, s *settings) (*Backend, e
 	infos := make([]NICInfo, len(b.nics))
 	for i, n := range b.nics {
 		infos[i] = n.info()
-		b.log.Info("rdma nic", "device", n.name, "port", n.port, "link", n.link(), "gid", n.gid.GID, "gid_index", n.gid.Index,
-			"gid_type", n.gid.Type, "lid", n.attr.LID, "mtu", n.mtu.Bytes(), "default", n == b.fallback)
+		a := n.address()
+		b.log.Info("rdma nic", "device", n.name, "port", n.port, "link", n.link(), "gid", a.gid.GID, "gid_index", a.gid.Index,
+			"gid_type", a.gid.Type, "lid", a.lid, "mtu", n.mtu.Bytes(), "default", n == b.fallback)
 	}
 	b.log.Info("rdma default nic", "device", b.fallback.name, "why", why)
 	b.blob = encodeEngineBlob(infos)
@@ -144,63 +116,6 @@ func newBackend(p verbs.Provider, env core.BackendEnv, s *settings) (*Backend, e
 		go b.asyncLoop(n)
 	}
 	return b, nil
-}
-
-func (b *Backend) setupNIC(i int, pc portChoice) (*nic, error) {
-	n := &nic{idx: i, name: pc.info.Name, device: pc.info, ctx: pc.ctx, dev: pc.dev, port: pc.port, attr: pc.attr, mtu: pc.attr.ActiveMTU}
-	if b.s.PathMTU != 0 {
-		if m, _ := verbs.MTUFromBytes(b.s.PathMTU); m < n.mtu {
-			n.mtu = m
-		}
-	}
-	if n.mtu.Bytes() == 0 {
-		n.mtu = verbs.MTU1024
-	}
-	var gids []verbs.GIDEntry
-	for j := 0; j < pc.attr.GIDTableLen && j < 256; j++ {
-		e, err := pc.ctx.QueryGID(pc.port, j)
-		if err == nil {
-			gids = append(gids, e)
-		}
-	}
-	gid, err := SelectGID(gids, n.link(), b.s.gidIndex)
-	switch {
-	case err != nil && n.link() == verbs.LinkEthernet:
-		pc.ctx.Close()
-		return nil, fmt.Errorf("%w: %s port %d: %v", verbs.ErrNotSupported, n.name, n.port, err)
-	case err == nil:
-		n.gid = gid
-	}
-	if n.link() == verbs.LinkInfiniBand && pc.attr.LID == 0 && n.gid.GID.IsZero() {
-		pc.ctx.Close()
-		return nil, fmt.Errorf("%w: %s port %d: InfiniBand port without a LID (no subnet manager?)", verbs.ErrNotSupported, n.name, n.port)
-	}
-	if n.pd, err = pc.ctx.AllocPD(); err != nil {
-		pc.ctx.Close()
-		return nil, err
-	}
-	if b.s.eventMode {
-		if n.ch, err = pc.ctx.CreateCompChannel(); err != nil {
-			n.pd.Close()
-			pc.ctx.Close()
-			return nil, err
-		}
-	}
-	return n, nil
-}
-
-func (b *Backend) teardownNICs() {
-	for _, n := range b.nics {
-		var errs []error
-		if n.ch != nil {
-			errs = append(errs, n.ch.Close())
-		}
-		errs = append(errs, n.pd.Close(), n.ctx.Close())
-		if err := errors.Join(errs...); err != nil {
-			b.log.Warn("rdma: closing a NIC", "device", n.name, "err", err)
-		}
-	}
-	b.nics = nil
 }
 
 // Type reports core.BackendRDMA.

@@ -46,6 +46,7 @@ type conn struct {
 	qp         verbs.QP
 	cq         verbs.CQ
 	local      Endpoint
+	sgid       uint8 // GID table index of local.GID
 	remote     Endpoint
 	state      connState
 	gen        uint64
@@ -177,7 +178,9 @@ func (c *conn) build() error {
 	}
 	c.mu.Lock()
 	c.qp, c.cq, c.inline, c.state = qp, cq, inline, stateInit
-	c.local = Endpoint{QPN: qp.Num(), PSN: randomPSN(), GID: n.gid.GID, LID: n.attr.LID, Port: n.port, MTU: n.mtu, Link: n.link(), NIC: uint8(n.idx)}
+	a := n.address()
+	c.local = Endpoint{QPN: qp.Num(), PSN: randomPSN(), GID: a.gid.GID, LID: a.lid, Port: n.port, MTU: n.mtu, Link: n.link(), NIC: uint8(n.idx)}
+	c.sgid = uint8(a.gid.Index)
 	c.mu.Unlock()
 	c.b.byCQ.Store(cq, c)
 	n.qpns.Store(qp.Num(), c)
@@ -230,7 +233,7 @@ func (c *conn) connect(r Endpoint) error {
 	if local.Link == verbs.LinkEthernet || r.LID == 0 {
 		rtr.AH.IsGlobal = true
 		rtr.AH.DGID = r.GID
-		rtr.AH.SGIDIndex = uint8(n.gid.Index)
+		rtr.AH.SGIDIndex = c.sgid
 		rtr.AH.HopLimit = 64
 		rtr.AH.TrafficClass = s.TrafficClass
 	}

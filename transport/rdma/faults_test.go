@@ -9,6 +9,7 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/transport/rdma"
 	"github.com/mori-go/mori-go/verbs"
+	"github.com/mori-go/mori-go/verbs/sim"
 )
 
 // usableAgain waits until a write from a to b succeeds again after a fault
@@ -39,8 +40,8 @@ func failed(t *testing.T, st *core.Status, peer string, parts ...string) {
 	}
 }
 
-func pairWithMemory(t *testing.T, o engineOpts) (*simPair, core.MemoryDesc, core.MemoryDesc) {
-	p := newSimPair(t, o)
+func pairWithMemory(t *testing.T, o engineOpts, nics ...sim.NIC) (*simPair, core.MemoryDesc, core.MemoryDesc) {
+	p := newSimPair(t, o, nics...)
 	src, dst := alloc(t, 1<<20), alloc(t, 1<<20)
 	fill(src.Bytes(), 5)
 	return p, register(t, p.a, src), register(t, p.b, dst)

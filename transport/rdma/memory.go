@@ -24,10 +24,19 @@ func (b *Backend) RegisterMemory(r *core.Region) (*core.BackendBlob, error) {
 	x := &dmabufExport{gpu: b.env.GPU, r: r}
 	defer x.close()
 	for _, n := range b.nics {
+		if n.dead.Load() {
+			// A placeholder keeps the keys in NIC order; nothing uses a
+			// dead NIC.
+			rm.mrs = append(rm.mrs, nil)
+			rm.keys = append(rm.keys, RemoteKey{IOVA: uint64(r.Addr)})
+			continue
+		}
 		mr, err := register(n, r, x)
 		if err != nil {
 			for _, mr := range rm.mrs {
-				mr.Close()
+				if mr != nil {
+					mr.Close()
+				}
 			}
 			return nil, core.Errorf(core.ErrRDMAOp, "rdma: register memory %d (%#x, %d bytes) on %s: %w", r.ID, r.Addr, r.Size, n.name, err)
 		}
@@ -107,6 +116,9 @@ func (b *Backend) DeregisterMemory(r *core.Region) {
 		return
 	}
 	for _, mr := range v.(*regionMRs).mrs {
+		if mr == nil {
+			continue
+		}
 		if err := mr.Close(); err != nil {
 			b.log.Warn("rdma: deregister memory", "memory", r.ID, "err", err)
 		}

@@ -3,6 +3,7 @@ package rdma
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/verbs"
@@ -101,7 +102,7 @@ func (b *Backend) targetNIC(link verbs.LinkLayer) (*nic, error) {
 	b.homeMu.Lock()
 	n := b.homes.target
 	b.homeMu.Unlock()
-	if n != nil && n.link() == link {
+	if n != nil && n.link() == link && !n.dead.Load() {
 		return n, nil
 	}
 	return b.nicWithLink(func(l verbs.LinkLayer) bool { return l == link })
@@ -119,17 +120,25 @@ func (b *Backend) laneNIC(home *nic, remote []NICInfo) (*nic, error) {
 		}
 		return false
 	}
-	if ok(home.link()) {
+	if ok(home.link()) && !home.dead.Load() {
 		return home, nil
 	}
 	return b.nicWithLink(ok)
 }
 
 func (b *Backend) nicWithLink(ok func(verbs.LinkLayer) bool) (*nic, error) {
+	var dead []string
 	for _, n := range b.nics {
-		if ok(n.link()) {
+		switch {
+		case !ok(n.link()):
+		case n.dead.Load():
+			dead = append(dead, n.name)
+		default:
 			return n, nil
 		}
+	}
+	if len(dead) > 0 {
+		return nil, fmt.Errorf("the NICs that share a link layer with the peer failed (IBV_EVENT_DEVICE_FATAL: %s)", strings.Join(dead, ", "))
 	}
 	return nil, errors.New("no local NIC shares a link layer (InfiniBand or Ethernet) with the peer's")
 }

@@ -1,12 +1,8 @@
 package rdma
 
 import (
-	"fmt"
 	"runtime"
 	"time"
-
-	"github.com/mori-go/mori-go/core"
-	"github.com/mori-go/mori-go/verbs"
 )
 
 // goTracked runs f in a goroutine that Close waits for; it reports false
@@ -118,58 +114,6 @@ func (b *Backend) eventLoop(n *nic) {
 		}
 		if v, ok := b.byCQ.Load(cq); ok {
 			v.(*conn).pollEvent()
-		}
-	}
-}
-
-// asyncLoop handles one NIC's asynchronous events: a QP or CQ gone fatal
-// fails the QP's work at once (it may produce no completion), and a fatal
-// device fails every QP on it.
-func (b *Backend) asyncLoop(n *nic) {
-	defer b.wg.Done()
-	for {
-		select {
-		case <-b.stop:
-			return
-		default:
-		}
-		ev, ok, err := n.ctx.WaitAsyncEvent(50 * time.Millisecond)
-		if err != nil {
-			b.log.Warn("rdma: waiting for async events", "device", n.name, "err", err)
-			if !b.backoff(50 * time.Millisecond) {
-				return
-			}
-			continue
-		}
-		if !ok {
-			continue
-		}
-		var victims []*conn
-		switch ev.Type {
-		case verbs.EventQPFatal, verbs.EventQPReqErr, verbs.EventQPAccessErr:
-			if v, ok := n.qpns.Load(ev.QPNum); ok {
-				victims = append(victims, v.(*conn))
-			}
-		case verbs.EventCQErr:
-			if v, ok := b.byCQ.Load(ev.CQ); ok {
-				victims = append(victims, v.(*conn))
-			}
-		case verbs.EventDeviceFatal:
-			for _, c := range *b.conns.Load() {
-				if c.nic == n {
-					victims = append(victims, c)
-				}
-			}
-			b.log.Error("rdma: device fatal error", "device", n.name)
-		case verbs.EventPortErr:
-			b.log.Warn("rdma: port went down", "device", n.name, "port", ev.Port)
-		default:
-			b.log.Debug("rdma: async event", "device", n.name, "event", ev.Type)
-		}
-		for _, c := range victims {
-			c.mu.Lock()
-			c.breakLocked(&core.Error{Code: core.ErrRDMAOp, Msg: fmt.Sprintf("rdma qp %d to peer %q (%s port %d, qpn %d): async event %s", c.idx, c.peer, n.name, n.port, c.local.QPN, ev.Type)})
-			c.mu.Unlock()
 		}
 	}
 }

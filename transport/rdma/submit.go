@@ -134,7 +134,12 @@ func (b *Backend) post(l *lane, t *core.Transfer, keys []RemoteKey, rm *regionMR
 			t.Fail(core.ErrInvalidArgs, "remote %s has keys for %d NICs, the peer's qp %d is on its NIC %d", t.Remote.String(), len(keys), c.idx, c.remote.NIC)
 			return
 		}
-		parts = append(parts, b.newPart(x, sh, keys[c.remote.NIC], rm.mrs[c.nic.idx].LKey()))
+		mr := rm.mrs[c.nic.idx]
+		if mr == nil {
+			t.Fail(core.ErrBadState, "local memory %d is not registered on %s, which had failed when it was registered", t.Local.ID, c.nic.name)
+			return
+		}
+		parts = append(parts, b.newPart(x, sh, keys[c.remote.NIC], mr.LKey()))
 	}
 	used := 0
 	for range parts {

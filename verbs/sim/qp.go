@@ -146,7 +146,7 @@ func (q *qp) checkAH(a *verbs.QPAttr) error {
 	}
 	if a.AH.IsGlobal {
 		idx := int(a.AH.SGIDIndex)
-		if a.AH.DGID.IsZero() || idx >= len(q.d.gids) || q.d.gids[idx].GID.IsZero() {
+		if a.AH.DGID.IsZero() || idx >= gidTableLen || q.d.gid(idx).GID.IsZero() {
 			return einval("modify qp %d to RTR: dgid %s, sgid index %d", q.num, a.AH.DGID, idx)
 		}
 	} else if a.AH.DLID == 0 {

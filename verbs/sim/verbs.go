@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -21,6 +22,7 @@ const gidTableLen = 16
 type context struct {
 	d     *Device
 	async chan verbs.AsyncEvent
+	dead  atomic.Bool // the device failed (Fabric.FailDevice)
 }
 
 func (c *context) raise(ev verbs.AsyncEvent) {
@@ -40,6 +42,9 @@ func (c *context) QueryPort(port uint8) (verbs.PortAttr, error) {
 	if port != 1 {
 		return verbs.PortAttr{}, fmt.Errorf("sim %s: query port %d: %w", c.d.spec.Name, port, syscall.EINVAL)
 	}
+	if err := c.fatal("query port"); err != nil {
+		return verbs.PortAttr{}, err
+	}
 	c.d.mu.Lock()
 	state := c.d.state
 	c.d.mu.Unlock()
@@ -53,13 +58,16 @@ func (c *context) QueryGID(port uint8, index int) (verbs.GIDEntry, error) {
 	if port != 1 || index < 0 || index >= gidTableLen {
 		return verbs.GIDEntry{}, fmt.Errorf("sim %s: query gid port %d index %d: %w", c.d.spec.Name, port, index, syscall.EINVAL)
 	}
-	if index < len(c.d.gids) {
-		return c.d.gids[index], nil
+	if err := c.fatal("query gid"); err != nil {
+		return verbs.GIDEntry{}, err
 	}
-	return verbs.GIDEntry{Index: index}, nil
+	return c.d.gid(index), nil
 }
 
 func (c *context) AllocPD() (verbs.PD, error) {
+	if err := c.fatal("alloc pd"); err != nil {
+		return nil, err
+	}
 	return &pd{ctx: c, mrs: make(map[uint32]*mr)}, nil
 }
 
@@ -70,6 +78,9 @@ func (c *context) CreateCompChannel() (verbs.CompChannel, error) {
 func (c *context) CreateCQ(cqe int, ch verbs.CompChannel) (verbs.CQ, error) {
 	if cqe <= 0 || cqe > 1<<22 {
 		return nil, fmt.Errorf("sim %s: create cq of %d entries: %w", c.d.spec.Name, cqe, syscall.EINVAL)
+	}
+	if err := c.fatal("create cq"); err != nil {
+		return nil, err
 	}
 	f := c.d.f
 	f.mu.Lock()
@@ -129,6 +140,9 @@ func (p *pd) RegMR(addr uintptr, length uint64, access verbs.Access) (verbs.MR, 
 	if addr == 0 || length == 0 {
 		return nil, fmt.Errorf("sim: reg mr %#x len %d: %w", addr, length, syscall.EINVAL)
 	}
+	if err := p.ctx.fatal("reg mr"); err != nil {
+		return nil, err
+	}
 	if f := p.ctx.d.f; !f.cfg.PeerMemory && f.isDeviceMemory(addr, length) {
 		return nil, fmt.Errorf("sim: reg mr %#x len %d (GPU memory, no peer-memory module): %w", addr, length, syscall.EFAULT)
 	}
@@ -166,6 +180,9 @@ func (p *pd) lookup(key uint32) *mr {
 }
 
 func (p *pd) CreateQP(a verbs.QPInitAttr) (verbs.QP, error) {
+	if err := p.ctx.fatal("create qp"); err != nil {
+		return nil, err
+	}
 	return newQP(p, a)
 }
 
