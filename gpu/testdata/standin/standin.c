@@ -249,8 +249,6 @@ __attribute__((unused)) static int init_arenas(void) {
 	return r;
 }
 
-static int open_path(const char *path) { return open(path, O_RDWR); }
-
 static size_t page_round(size_t n) { return (n + PAGE - 1) & ~(PAGE - 1); }
 
 // add_rec and find_rec expect mu held.
@@ -437,22 +435,22 @@ static int ipc_open(uintptr_t *out, const ipc_handle *h, unsigned int flags, int
 	int r = sticky_err();
 	if (r != E_OK) return r;
 	pthread_mutex_lock(&mu);
-	rec *open = NULL;
+	rec *mapped = NULL;
 	for (int i = 0; i < nrecs; i++) {
 		rec *x = &recs[i];
-		if (x->live && x->kind == K_IPC && x->pid == h->pid && x->device == h->device && x->off == h->off) open = x;
+		if (x->live && x->kind == K_IPC && x->pid == h->pid && x->device == h->device && x->off == h->off) mapped = x;
 	}
-	if (open && refcount) {
-		open->refs++;
-		*out = open->base;
+	if (mapped && refcount) {
+		mapped->refs++;
+		*out = mapped->base;
 	}
 	pthread_mutex_unlock(&mu);
-	if (open) return refcount ? E_OK : E_INVALID_VALUE; // already mapped in this process
+	if (mapped) return refcount ? E_OK : E_INVALID_VALUE; // already mapped in this process
 	int fd = arena[h->device].fd, own = h->pid == (int32_t)getpid();
 	if (!own) {
 		char path[64];
 		snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)h->pid, (int)h->fd);
-		fd = open_path(path);
+		fd = open(path, O_RDWR);
 		if (fd < 0) return E_INVALID_HANDLE;
 	}
 	size_t m = page_round(h->size);
