@@ -2,7 +2,8 @@
 // in gpu/testdata/standin/standin.c, which implements the CUDA driver API
 // and HIP runtime calls package gpu makes over host memory (see that file
 // for its model). Tests of package gpu and of the engine's GPU paths open
-// it with gpu.Open(gpu.Options{Library: standin.Build(t), ...}).
+// it with gpu.Open(gpu.Options{Library: standin.Build(t), ...}), and read
+// its counters or inject faults with Query and Inject.
 package standin
 
 import (
@@ -37,7 +38,9 @@ var (
 
 // Build returns the path of a fresh copy of the stand-in driver compiled
 // with the given extra gcc arguments (-DSTANDIN_NO_DEVICE,
-// -DSTANDIN_NO_DMABUF, -DSTANDIN_STRICT_IPC), in a temporary directory of
+// -DSTANDIN_NO_DMABUF, -DSTANDIN_NO_HSA, -DSTANDIN_PROPRIETARY,
+// -DSTANDIN_STRICT_IPC, -DSTANDIN_VMM_CHUNK=N: see standin.c), in a
+// temporary directory of
 // tb. Every call returns a distinct file, which dlopen loads as a distinct
 // library: each test that calls Build gets fresh driver state. The library
 // is compiled once per source and arguments (in the user's cache
