@@ -9,9 +9,8 @@ readiness is polled over HTTP with a deadline (a server that exits early
 fails at once with the tail of its log), and ``stop()`` kills the whole
 group: SIGTERM, then SIGKILL.
 
-SGLang runs unchanged. What a CPU-only machine needs (see
-docs/sglang-servers.md): ``SGLANG_USE_CPU_ENGINE=1``; a pure-torch stand-in
-for ``sgl_kernel`` (standin/, put on the servers' PYTHONPATH here and
+SGLang runs unchanged. What a CPU-only machine needs (README.md here):
+``SGLANG_USE_CPU_ENGINE=1``; a pure-torch stand-in for ``sgl_kernel`` (standin/, put on the servers' PYTHONPATH here and
 nowhere else: SGLang's CPU kernels are not on PyPI); a small KV pool
 (``--mem-fraction-static``/``--max-total-tokens``); prefill with
 ``--disable-overlap-schedule``; decode with
@@ -64,11 +63,13 @@ def server_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The environment of every SGLang server process."""
     env = dict(os.environ)
     env["SGLANG_USE_CPU_ENGINE"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (STANDIN, env.get("PYTHONPATH", "")) if p)
     env.setdefault("MORI_GO_LOG_LEVEL", "info")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("NO_COLOR", "1")
     env.update(extra or {})
+    # the stand-in first, then what the caller (or the environment) adds
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (STANDIN, env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -80,7 +81,12 @@ class ServerOptions:
     max_total_tokens: int = 12288
     chunked_prefill_size: int = 1024
     max_running_requests: int = 8
-    mem_fraction_static: float = 0.05
+    # SGLang sizes the KV pool as what is free after loading the weights
+    # minus (1 - this) x what was free before: with other processes
+    # allocating meanwhile (several servers starting at once), a small value
+    # fails ("Loaded weights leave no GPU memory for the KV cache"). The pool
+    # is capped by max_total_tokens anyway.
+    mem_fraction_static: float = 0.3
     log_level: str = "info"
     extra_args: List[str] = field(default_factory=list)
     env: Dict[str, str] = field(default_factory=dict)
@@ -297,15 +303,17 @@ def wait_router_workers(pd: PD, timeout: float = 120.0) -> None:
     raise ServerError(f"router {pd.url} never served a request: {last}\nrouter log:\n{pd.router.log_tail()}")
 
 
-def generate(url: str, input_ids: Sequence[int], max_new_tokens: int = 16, timeout: float = 120.0,
-             extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """POST /generate, greedy; the JSON answer. HTTP errors raise ServerError
-    with the body."""
-    body = {
-        "input_ids": list(input_ids),
+def generate(url: str, input_ids: Optional[Sequence[int]], max_new_tokens: int = 16, timeout: float = 120.0,
+             text: Optional[str] = None) -> Dict[str, Any]:
+    """POST /generate of token ids (or of ``text``), greedy; the JSON
+    answer. HTTP errors raise ServerError with the body."""
+    body: Dict[str, Any] = {
         "sampling_params": {"temperature": 0, "max_new_tokens": max_new_tokens, "ignore_eos": True},
     }
-    body.update(extra or {})
+    if text is not None:
+        body["text"] = text
+    else:
+        body["input_ids"] = list(input_ids or [])
     req = urllib.request.Request(url + "/generate", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     try:
