@@ -57,7 +57,7 @@ func withDataPort(t *testing.T, d core.EngineDesc, addr string) core.EngineDesc 
 }
 
 // TestDelayAndJitter: 50 ms each way, then 50 ± 20 ms each way, on the data
-// plane. Batches of writes and reads of 256 KiB: every one succeeds with
+// plane. Batches of writes and reads of 64 KiB: every one succeeds with
 // its bytes intact, and none is faster than the round trip the proxy
 // imposes (the delay really applied).
 func TestDelayAndJitter(t *testing.T) {
@@ -70,7 +70,7 @@ func TestDelayAndJitter(t *testing.T) {
 			require.NoError(t, a.RegisterRemoteEngine(withDataPort(t, b.Desc(), px.Listen)))
 			require.NoError(t, b.RegisterRemoteEngine(a.Desc()))
 
-			const n, size = 16, 256 << 10
+			const n, size = 16, 64 << 10
 			src, dst, back := v.alloc(n*size), v.alloc(n*size), v.alloc(n*size)
 			sd, dd, bd := register(t, a, src), register(t, b, dst), register(t, a, back)
 			minRTT := time.Duration(2*(c.latency-c.jitter)) * time.Millisecond
@@ -97,7 +97,7 @@ func TestDelayAndJitter(t *testing.T) {
 			for _, d := range append(wlat, rlat...) {
 				require.GreaterOrEqual(t, d, minRTT, "a transfer ended faster than the proxy's round trip: the delay was not applied")
 			}
-			t.Logf("%d ± %d ms each way: 3 rounds of %d writes and %d reads of 256 KiB, all intact (%d MiB checked); writes %s; reads %s",
+			t.Logf("%d ± %d ms each way: 3 rounds of %d writes and %d reads of 64 KiB, all intact (%d MiB checked); writes %s; reads %s",
 				c.latency, c.jitter, n, n, 2*3*n*size>>20, durStats(wlat), durStats(rlat))
 		})
 	}

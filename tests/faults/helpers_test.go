@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -153,9 +154,13 @@ func register(t testing.TB, e *engine.Engine, m *hostmem.Buffer) core.MemoryDesc
 // fillPattern fills b with bytes that depend on seed only.
 func fillPattern(b []byte, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	for i := 0; i < len(b); i += 8 {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
+	}
+	if i < len(b) {
 		v := r.Uint64()
-		for k := 0; k < 8 && i+k < len(b); k++ {
+		for k := 0; i+k < len(b); k++ {
 			b[i+k] = byte(v >> (8 * k))
 		}
 	}
@@ -187,9 +192,15 @@ func firstNot(b []byte, v byte) int {
 	return -1
 }
 
+// poison fills b with v (by doubling copies: quick under the race
+// detector, which checks a copy once rather than byte by byte).
 func poison(b []byte, v byte) {
-	for i := range b {
-		b[i] = v
+	if len(b) == 0 {
+		return
+	}
+	b[0] = v
+	for n := 1; n < len(b); n *= 2 {
+		copy(b[n:], b[:n])
 	}
 }
 

@@ -12,8 +12,8 @@ import (
 
 // TestStreamResetMidTransfer: a proxy on the data path resets one of the
 // initiator's four streams while a batch of writes is under way: half of
-// them of 4 MiB, cut in frames of 1 MiB spread over the streams, half of
-// 1 MiB (one frame each).
+// them of 2 MiB, cut in frames of 1 MiB spread over the streams, half of
+// 512 KiB (one frame each).
 // Every write either succeeds with all its bytes on the target (poisoned
 // before each round, so a missing piece shows) or fails; none is reported
 // successful with a piece missing; single-frame writes on the other
@@ -27,8 +27,8 @@ func TestStreamResetMidTransfer(t *testing.T) {
 	require.NoError(t, a.RegisterRemoteEngine(throughProxy(b.Desc(), px)))
 	require.NoError(t, b.RegisterRemoteEngine(a.Desc()))
 
-	const n, size = 16, 4 << 20
-	sizeOf := func(i int) uint64 { return uint64(size >> (2 * (i % 2))) } // 4 MiB, 1 MiB, ...
+	const n, size = 16, 2 << 20
+	sizeOf := func(i int) uint64 { return uint64(size >> (2 * (i % 2))) } // 2 MiB, 512 KiB, ...
 	src, dst := v.alloc(n*size), v.alloc(n*size)
 	sd, dd := register(t, a, src), register(t, b, dst)
 	batch := func(seed uint64) ([]*core.Status, *ended) {
@@ -67,7 +67,7 @@ func TestStreamResetMidTransfer(t *testing.T) {
 	require.Equal(t, 4, px.count(), "the initiator should have four streams")
 
 	// Cut stream 0 a moment into each batch until a cut hits writes in
-	// flight (each round is 64 MiB; the first few milliseconds of it are
+	// flight (each round is 20 MiB; the first few milliseconds of it are
 	// under way when the cut lands).
 	hit := false
 	for round := uint64(0); round < 5 && !hit; round++ {
@@ -84,7 +84,7 @@ func TestStreamResetMidTransfer(t *testing.T) {
 				failT = append(failT, at.Sub(cut))
 			}
 		}
-		t.Logf("round %d: one of 4 streams reset; %d of %d writes (4 MiB and 1 MiB) intact, %d failed (%s after the reset): %s",
+		t.Logf("round %d: one of 4 streams reset; %d of %d writes (2 MiB and 512 KiB) intact, %d failed (%s after the reset): %s",
 			round, ok, n, n-ok, durStats(failT), firstErr)
 		hit = ok < n
 		if hit {
