@@ -135,6 +135,9 @@ type GIDEntry struct {
 	Index int
 	GID   GID
 	Type  GIDType
+	// Netdev is the network interface the GID belongs to (RoCE; sysfs
+	// gid_attrs/ndevs), empty when unknown.
+	Netdev string
 }
 
 // Access is a set of IBV_ACCESS_* flags.

@@ -200,6 +200,9 @@ func (c *ibvContext) QueryGID(port uint8, index int) (GIDEntry, error) {
 	} else {
 		e.Type = sysfsGIDType(c.ibdevPath, port, index)
 	}
+	if b, err := os.ReadFile(filepath.Join(c.ibdevPath, "ports", fmt.Sprint(port), "gid_attrs", "ndevs", fmt.Sprint(index))); err == nil {
+		e.Netdev = strings.TrimSpace(string(b))
+	}
 	return e, nil
 }
 

@@ -59,6 +59,8 @@ type Options struct {
 	// class when the Config leaves them 0; 0 here reads MORI_IO_SL /
 	// MORI_RDMA_SL and MORI_IO_TC / MORI_RDMA_TC.
 	ServiceLevel, TrafficClass uint8
+	// PKeyIndex is the partition key table index of the QPs (default 0).
+	PKeyIndex uint16
 	// MaxTargetQPs bounds the QPs peers may open on this engine (default
 	// 4096).
 	MaxTargetQPs int

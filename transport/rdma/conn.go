@@ -163,7 +163,7 @@ func (c *conn) build() error {
 		cq.Close()
 		return err
 	}
-	init := verbs.QPAttr{State: verbs.QPInit, Port: n.port, Access: verbs.AccessLocalWrite | verbs.AccessRemoteWrite | verbs.AccessRemoteRead}
+	init := verbs.QPAttr{State: verbs.QPInit, Port: n.port, PKeyIndex: c.b.s.PKeyIndex, Access: verbs.AccessLocalWrite | verbs.AccessRemoteWrite | verbs.AccessRemoteRead}
 	if err := qp.Modify(&init, verbs.QPMaskInit); err != nil {
 		qp.Close()
 		cq.Close()

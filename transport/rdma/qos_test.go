@@ -20,16 +20,18 @@ func qosOf(t *testing.T, h *sim.Host) [][2]uint8 {
 		a, ok := d.QPAttr(qpn)
 		if ok && a.DestQPN != 0 {
 			out = append(out, [2]uint8{a.AH.TrafficClass, a.AH.SL})
+			require.Equal(t, uint16(2), a.PKeyIndex)
 		}
 	}
 	require.NotEmpty(t, out)
 	return out
 }
 
-func TestSimTrafficClassAndServiceLevelFromMORIVariablesAndConfig(t *testing.T) {
+func TestSimTrafficClassServiceLevelAndPKeyIndex(t *testing.T) {
 	env := map[string]string{"MORI_IO_TC": "96", "MORI_RDMA_TC": "7", "MORI_RDMA_SL": "3"}
 	o := engineOpts{cfg: defaultRDMA()}
 	o.opts.Getenv = func(k string) string { return env[k] }
+	o.opts.PKeyIndex = 2
 	p := newSimPair(t, o)
 	for _, h := range []*sim.Host{p.ha, p.hb} {
 		for _, q := range qosOf(t, h) {

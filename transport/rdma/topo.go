@@ -239,9 +239,11 @@ func (t Topology) RankNICs(gpuBDF string, nics []verbs.DeviceInfo) ([]NICRank, e
 }
 
 // SelectGID picks the GID a port is addressed by. index >= 0 forces that
-// entry (MORI_IB_GID_INDEX). Otherwise InfiniBand uses the first valid
-// entry, and RoCE prefers RoCE v2 over v1, then IPv4-mapped over global
-// IPv6 over link-local addresses, then the lowest index.
+// entry (MORI_IB_GID_INDEX). Otherwise GIDs of container bridges and
+// overlays (docker0, veth*, cni*, flannel*, ...) come last; InfiniBand
+// uses the first valid entry, and RoCE prefers RoCE v2 over v1, then
+// IPv4-mapped over global IPv6 over link-local addresses, then the lowest
+// index.
 func SelectGID(entries []verbs.GIDEntry, link verbs.LinkLayer, index int) (verbs.GIDEntry, error) {
 	if index >= 0 {
 		for _, e := range entries {
@@ -274,6 +276,9 @@ func SelectGID(entries []verbs.GIDEntry, link verbs.LinkLayer, index int) (verbs
 				score += 100
 			}
 		}
+		if !virtualNetdev(e.Netdev) {
+			score += 1000 // a GID of a container bridge or overlay routes nowhere useful
+		}
 		if score > bestScore {
 			best, bestScore = e, score
 		}
@@ -282,4 +287,18 @@ func SelectGID(entries []verbs.GIDEntry, link verbs.LinkLayer, index int) (verbs
 		return verbs.GIDEntry{}, errors.New("no valid gid in the port's table")
 	}
 	return best, nil
+}
+
+// virtualNetdevPrefixes name the interfaces of containers, bridges and
+// overlays, whose addresses also appear in a RoCE port's GID table when
+// they sit on the port's netdev (Mooncake skips them the same way).
+var virtualNetdevPrefixes = []string{"docker", "veth", "br-", "virbr", "cni", "flannel", "cali", "vxlan", "weave", "kube-", "tunl", "lxc", "podman"}
+
+func virtualNetdev(name string) bool {
+	for _, p := range virtualNetdevPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -140,6 +140,20 @@ func TestSelectGID(t *testing.T) {
 	require.Equal(t, 0, g.Index, "InfiniBand takes the first valid entry")
 	_, err = rdma.SelectGID([]verbs.GIDEntry{{Index: 0}}, verbs.LinkEthernet, -1)
 	require.Error(t, err)
+
+	// A container bridge on the port's netdev adds its own IPv4 GIDs,
+	// often at lower indices: they route nowhere useful.
+	bridge := verbs.GID{10: 0xff, 11: 0xff, 12: 172, 13: 17, 15: 1}
+	withDocker := []verbs.GIDEntry{
+		{Index: 0, GID: ll, Type: verbs.GIDTypeRoCEv2, Netdev: "ens1f0"},
+		{Index: 1, GID: bridge, Type: verbs.GIDTypeRoCEv2, Netdev: "docker0"},
+		{Index: 2, GID: v6, Type: verbs.GIDTypeRoCEv2, Netdev: "ens1f0"},
+		{Index: 3, GID: v4, Type: verbs.GIDTypeRoCEv2, Netdev: "ens1f0"},
+	}
+	g, _ = rdma.SelectGID(withDocker, verbs.LinkEthernet, -1)
+	require.Equal(t, 3, g.Index, "the host's address, not docker0's")
+	g, _ = rdma.SelectGID(withDocker[:3], verbs.LinkEthernet, -1)
+	require.Equal(t, 2, g.Index, "even an IPv6 GID of the host before docker0's IPv4")
 }
 
 // threeNICs is a simulated host laid out as testdata/sysfs/two-sockets.
