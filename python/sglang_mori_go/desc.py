@@ -42,11 +42,12 @@ class EngineDesc:
     ``port`` (control-plane port), ``pid``.
     """
 
-    __slots__ = ("_blob", "_info")
+    __slots__ = ("_blob", "_info", "_cref")
 
     def __init__(self, _blob: bytes = b"", _info: Optional[Dict[str, Any]] = None) -> None:
         self._blob = _blob
         self._info = _info
+        self._cref: Any = None  # a C copy of _blob for transfers (engine._mem_ref)
 
     @staticmethod
     def unpack(data: BytesLike) -> "EngineDesc":
@@ -118,11 +119,12 @@ class MemoryDesc:
     ``MemoryDesc()`` makes an empty descriptor, as MORI-IO allows.
     """
 
-    __slots__ = ("_blob", "_info")
+    __slots__ = ("_blob", "_info", "_cref")
 
     def __init__(self, _blob: bytes = b"", _info: Optional[Dict[str, Any]] = None) -> None:
         self._blob = _blob
         self._info = _info
+        self._cref: Any = None  # a C copy of _blob for transfers (engine._mem_ref)
 
     @staticmethod
     def unpack(data: BytesLike) -> "MemoryDesc":

@@ -77,26 +77,43 @@ def _u64_array(seq: Any, what: str) -> Tuple[Any, int, int]:
     Python loop. Returns (object owning the memory, address, length).
 
     Accepts an ``array.array`` of 8-byte unsigned ints (used in place), a
-    numpy integer array (converted with numpy), or any sequence of ints
-    (``array.array('Q', seq)``)."""
-    if isinstance(seq, array.array):
-        if seq.typecode not in _Q_CODES:
-            try:
-                seq = array.array("Q", seq)
-            except (OverflowError, TypeError) as e:
-                raise InvalidArgsError(f"{what}: {e} (offsets and sizes must be non-negative integers)") from None
-    else:
-        np = sys.modules.get("numpy")
-        if np is not None and isinstance(seq, np.ndarray):
-            return _np_u64(np, seq, what)
-        try:
-            seq = array.array("Q", seq)
-        except OverflowError as e:
-            raise InvalidArgsError(f"{what}: {e} (offsets and sizes must be non-negative integers < 2**64)") from None
-        except TypeError as e:
-            raise InvalidArgsError(f"{what}: {e} (expected a sequence of non-negative integers)") from None
+    numpy integer array (a contiguous uint64 one in place, others converted
+    with numpy), or any sequence of ints (``array.array('Q', seq)``). The
+    common cases come first: this runs three times per transfer."""
+    t = type(seq)
+    if t is not list and t is not tuple:
+        if t is array.array:
+            if seq.typecode in _Q_CODES:
+                n = len(seq)
+                return seq, (seq.buffer_info()[0] if n else 0), n
+        else:
+            np = sys.modules.get("numpy")
+            if np is not None and isinstance(seq, np.ndarray):
+                if seq.dtype is _np_uint64(np):
+                    try:  # C-contiguous and writable: used in place
+                        return seq, ctypes.addressof(ctypes.c_char.from_buffer(seq)), seq.size
+                    except (TypeError, ValueError, BufferError):
+                        pass
+                return _np_u64(np, seq, what)
+    try:
+        seq = array.array("Q", seq)
+    except OverflowError as e:
+        raise InvalidArgsError(f"{what}: {e} (offsets and sizes must be non-negative integers < 2**64)") from None
+    except TypeError as e:
+        raise InvalidArgsError(f"{what}: {e} (expected a sequence of non-negative integers)") from None
     n = len(seq)
     return seq, (seq.buffer_info()[0] if n else 0), n
+
+
+_U64_DTYPE: Any = None
+
+
+def _np_uint64(np: Any) -> Any:
+    """numpy's native uint64 dtype (one object: compared with ``is``)."""
+    global _U64_DTYPE
+    if _U64_DTYPE is None:
+        _U64_DTYPE = np.dtype(np.uint64)
+    return _U64_DTYPE
 
 
 def _np_u64(np: Any, arr: Any, what: str) -> Tuple[Any, int, int]:
@@ -132,6 +149,25 @@ def _mem(desc: Any, what: str) -> bytes:
         raise InvalidArgsError(f"{what}: expected a MemoryDesc, got {type(desc).__name__}")
     return desc._blob
 
+
+def _mem_ref(desc: Any, what: str) -> Tuple[int, int]:
+    """Address and length of a memory descriptor's bytes, for mg_transfer_t.
+    The descriptor keeps a C copy of its (immutable) bytes, made at its
+    first transfer, so that later ones cost no conversion."""
+    if type(desc) is not MemoryDesc and not isinstance(desc, MemoryDesc):
+        raise InvalidArgsError(f"{what}: expected a MemoryDesc, got {type(desc).__name__}")
+    ref = desc._cref
+    if ref is None:
+        blob = desc._blob
+        buf = ctypes.create_string_buffer(blob, len(blob))
+        ref = desc._cref = (ctypes.addressof(buf) if blob else 0, len(blob), buf)
+    return ref[0], ref[1]
+
+
+# mg_transfer_t packed in one call: local_desc, local_desc_len, remote_desc,
+# remote_desc_len, local_offsets, remote_offsets, sizes, count, uid.
+_TRANSFER = struct.Struct("@PNPNPPPNQ")
+assert _TRANSFER.size == ctypes.sizeof(_lib.Transfer)
 
 def _env(name: str) -> Optional[str]:
     v = os.environ.get(name)
@@ -441,10 +477,11 @@ class IOEngine:
         if n == 0:
             return []
         xfers = (_lib.Transfer * n)()
-        keep = []
+        keep = []  # the offset and size buffers, alive until the call returns
+        pack = _TRANSFER.pack_into
         for i in range(n):
-            lb = _mem(local_mems[i], f"{what}: local memory {i}")
-            rb = _mem(remote_mems[i], f"{what}: remote memory {i}")
+            la, ll = _mem_ref(local_mems[i], f"{what}: local memory {i}")
+            ra, rl = _mem_ref(remote_mems[i], f"{what}: remote memory {i}")
             lo, lo_p, cnt = _u64_array(local_offsets[i], f"{what}: local offsets {i}")
             ro, ro_p, rcnt = _u64_array(remote_offsets[i], f"{what}: remote offsets {i}")
             sz, sz_p, scnt = _u64_array(sizes[i], f"{what}: sizes {i}")
@@ -454,19 +491,12 @@ class IOEngine:
                     "they must be equal"
                 )
             keep.append((lo, ro, sz))
-            x = xfers[i]
-            x.local_desc = lb
-            x.local_desc_len = len(lb)
-            x.remote_desc = rb
-            x.remote_desc_len = len(rb)
-            x.local_offsets = lo_p
-            x.remote_offsets = ro_p
-            x.sizes = sz_p
-            x.count = cnt
+            uid = uids[i]
             try:
-                x.uid = uids[i]
-            except TypeError:
-                raise InvalidArgsError(f"{what}: uid {i} must be an int, got {_type_name_of(uids[i])}") from None
+                pack(xfers, i * _TRANSFER.size, la, ll, ra, rl, lo_p, ro_p, sz_p, cnt, uid)
+            except struct.error:
+                got = repr(uid) if isinstance(uid, int) else _type_name_of(uid)
+                raise InvalidArgsError(f"{what}: uid {i} must be an int in [0, 2**64), got {got}") from None
         out = (c_uint64 * n)()
         _lib.raise_for(_lib.lib().mg_submit(h, op, xfers, n, out), f"IOEngine({self.key!r}).{what}")
         return [TransferStatus._from_handle(s) for s in out]

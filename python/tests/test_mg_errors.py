@@ -129,6 +129,8 @@ def test_malformed_batches_raise(mems):
         a.batch_write([b"raw"], [[0]], [md], [[0]], [[1]], [uid])
     with pytest.raises(mg.InvalidArgsError, match="uid"):
         a.batch_write([ms], [[0]], [md], [[0]], [[1]], ["u"])
+    with pytest.raises(mg.InvalidArgsError, match=r"uid 0 must be an int in \[0, 2\*\*64\), got -1"):
+        a.batch_write([ms], [[0]], [md], [[0]], [[1]], [-1])
     assert a.batch_write([], [], [], [], [], []) == []
     # An empty MemoryDesc is refused by the engine, in the status.
     st = a.write(MemoryDesc(), 0, md, 0, 1, uid)
