@@ -154,7 +154,7 @@ func mgo_engine_register_remote(h C.mg_engine_t, p *C.uint8_t, n C.size_t) (rc C
 	if err != nil {
 		return result(err)
 	}
-	return result(eh.e.RegisterRemoteEngine(d))
+	return result(eh.e.AddRemoteEngine(d))
 }
 
 //export mgo_engine_deregister_remote
@@ -322,7 +322,7 @@ func mgo_status_release(h C.mg_status_t) (rc C.int) {
 }
 
 //export mgo_wait_all
-func mgo_wait_all(hs *C.mg_status_t, n C.size_t, ms C.int64_t, code *C.uint32_t) (rc C.int) {
+func mgo_wait_all(hs *C.mg_status_t, n C.size_t, ms C.int64_t, flags C.uint32_t, code *C.uint32_t) (rc C.int) {
 	defer guard(&rc)
 	if n > 0 && hs == nil {
 		return result(core.Errorf(core.ErrInvalidArgs, "mg_wait_all: %v", errNullPointer))
@@ -330,6 +330,9 @@ func mgo_wait_all(hs *C.mg_status_t, n C.size_t, ms C.int64_t, code *C.uint32_t)
 	var sts []*core.Status
 	if n > 0 {
 		for _, h := range unsafe.Slice(hs, int(n)) {
+			if h == 0 { // None in MORI-IO's list: skipped
+				continue
+			}
 			st, err := statusOf(uint64(h))
 			if err != nil {
 				return result(err)
@@ -337,7 +340,12 @@ func mgo_wait_all(hs *C.mg_status_t, n C.size_t, ms C.int64_t, code *C.uint32_t)
 			sts = append(sts, st)
 		}
 	}
-	c := core.WaitAllThread(sts, millis(ms))
+	var c core.StatusCode
+	if flags&C.MG_WAIT_FAIL_FAST != 0 {
+		c = core.WaitAllThread(sts, millis(ms))
+	} else {
+		c = core.WaitEveryThread(sts, millis(ms))
+	}
 	if code != nil {
 		*code = C.uint32_t(c)
 	}

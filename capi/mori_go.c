@@ -146,7 +146,12 @@ int mg_status_release(mg_status_t status) {
 
 int mg_wait_all(const mg_status_t *statuses, size_t n, int64_t timeout_ms, uint32_t *code) {
   MG_CHECK_FORK();
-  return mgo_wait_all((mg_status_t *)statuses, n, timeout_ms, code);
+  return mgo_wait_all((mg_status_t *)statuses, n, timeout_ms, 0, code);
+}
+
+int mg_wait_all_flags(const mg_status_t *statuses, size_t n, int64_t timeout_ms, uint32_t flags, uint32_t *code) {
+  MG_CHECK_FORK();
+  return mgo_wait_all((mg_status_t *)statuses, n, timeout_ms, flags, code);
 }
 
 int mg_pop_inbound(mg_engine_t engine, const char *remote_key, uint64_t uid, int32_t *found, uint32_t *code,

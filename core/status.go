@@ -177,3 +177,49 @@ func scan(statuses []*Status) (StatusCode, bool) {
 	}
 	return StatusInProgress, false
 }
+
+// WaitEvery is MORI-IO's WaitAll: it waits until every status is terminal
+// or timeout passes, and then returns the first failure in the order
+// given, SUCCESS when all succeeded, or, when the time ran out with no
+// failure, IN_PROGRESS. Nil statuses are skipped. A negative timeout waits
+// for ever; zero polls once. (WaitAll returns at the first failure.) The
+// calling goroutine parks; see WaitEveryThread.
+func WaitEvery(statuses []*Status, timeout time.Duration) StatusCode {
+	return waitEvery(statuses, timeout, ParkGoroutine)
+}
+
+// WaitEveryThread is WaitEvery for a caller that owns its OS thread (the
+// C ABI): see BlockThread.
+func WaitEveryThread(statuses []*Status, timeout time.Duration) StatusCode {
+	return waitEvery(statuses, timeout, BlockThread)
+}
+
+func waitEvery(statuses []*Status, timeout time.Duration, how WaitMode) StatusCode {
+	deadline := time.Now().Add(timeout)
+	running := false
+	for _, s := range statuses {
+		if s == nil || s.Code().Terminal() {
+			continue
+		}
+		left := timeout
+		if timeout > 0 {
+			if left = time.Until(deadline); left <= 0 {
+				running = true
+				break
+			}
+		}
+		if !waitAll([]*Status{s}, left, how).Terminal() {
+			running = true
+			break
+		}
+	}
+	for _, s := range statuses {
+		if s != nil && s.Code().Failed() {
+			return s.Code()
+		}
+	}
+	if running {
+		return StatusInProgress
+	}
+	return StatusSuccess
+}

@@ -229,3 +229,31 @@ func TestWaitThreadWakesEveryWaiter(t *testing.T) {
 		require.Equal(t, []StatusCode{StatusSuccess, want, want, want}, got)
 	}
 }
+
+func TestWaitEveryWaitsForAllAndSkipsNil(t *testing.T) {
+	running, failed := NewStatus(), NewStatus()
+	failed.Finish(ErrRemote, "refused")
+	sts := []*Status{running, nil, failed}
+	require.Equal(t, ErrRemote, WaitAll([]*Status{running, failed}, -1), "fail fast: no wait for the one running")
+	require.Equal(t, ErrRemote, WaitEvery(sts, 0), "a poll reports the failure found")
+
+	type outcome struct {
+		code         StatusCode
+		runningEnded bool
+	}
+	got := make(chan outcome, 1)
+	go func() {
+		c := WaitEvery(sts, -1)
+		got <- outcome{c, running.Code().Terminal()}
+	}()
+	running.Finish(StatusSuccess, "")
+	o := <-got
+	require.Equal(t, ErrRemote, o.code)
+	require.True(t, o.runningEnded, "returned only once every status had ended")
+
+	late := NewStatus()
+	late.Finish(ErrTimeout, "late")
+	require.Equal(t, ErrTimeout, WaitEvery([]*Status{late, failed}, -1), "the first failure in the order given")
+	require.Equal(t, StatusSuccess, WaitEvery([]*Status{nil, running}, -1))
+	require.Equal(t, StatusInProgress, WaitEvery([]*Status{NewStatus()}, time.Millisecond), "time ran out, no failure")
+}

@@ -115,9 +115,16 @@ int mg_status_message(mg_status_t status, char *buf, size_t cap, size_t *len);
 /* Wait until terminal or timeout_ms passes (<0 forever, 0 poll). */
 int mg_status_wait(mg_status_t status, int64_t timeout_ms, uint32_t *code);
 int mg_status_release(mg_status_t status);
-/* Wait for all; failure wins (see MORI-IO wait_all). *code is MG_OK,
- * MG_IN_PROGRESS on timeout, or the first failure found. */
+/* Wait for all, as MORI-IO's wait_all: until every status is terminal or
+ * timeout_ms passes (<0 forever, 0 poll). *code is the first failure in
+ * the order given, else MG_OK, or MG_IN_PROGRESS when the time ran out with
+ * no failure yet. A 0 handle is skipped (MORI-IO skips None). */
 int mg_wait_all(const mg_status_t *statuses, size_t n, int64_t timeout_ms, uint32_t *code);
+/* Flags of mg_wait_all_flags. MG_WAIT_FAIL_FAST: return as soon as any
+ * status has failed, with its code, without waiting for the others. */
+#define MG_WAIT_FAIL_FAST 1u
+/* mg_wait_all with flags (0: mg_wait_all itself). */
+int mg_wait_all_flags(const mg_status_t *statuses, size_t n, int64_t timeout_ms, uint32_t flags, uint32_t *code);
 
 /* Target side: what is known of the transfer remote_key made under uid.
  * *found is 0 if nothing; a terminal entry is freed by the call. */

@@ -88,9 +88,7 @@ func (n *notifications) drop(k int) {
 // Notify sends a small message to a registered remote engine over the
 // control plane.
 func (e *Engine) Notify(remote string, msg []byte) error {
-	e.mu.RLock()
-	d, ok := e.remotes[remote]
-	e.mu.RUnlock()
+	d, ok := e.remoteDesc(remote)
 	if !ok {
 		return core.Errorf(core.ErrNotFound, "notify %q: remote engine not registered", remote)
 	}

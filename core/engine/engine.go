@@ -110,7 +110,7 @@ type Engine struct {
 	data     core.Backend // the data plane transfers go through
 	ipc      SameHost     // the same-host GPU path, nil without one
 	backends []core.Backend
-	remotes  map[string]core.EngineDesc
+	remotes  map[string]*remote
 	closed   bool
 
 	// kept are the descriptors of registrations that did not fit the
@@ -153,7 +153,7 @@ func New(cfg Config) (*Engine, error) {
 		inbound:  core.NewInboundTable(cfg.InboundCapacity),
 		notes:    newNotifications(4096),
 		descs:    newDescCache(descCacheSize),
-		remotes:  make(map[string]core.EngineDesc),
+		remotes:  make(map[string]*remote),
 		flights:  core.NewFlights(cfg.TransferTimeout),
 		stopLogs: make(chan struct{}),
 		kept:     make(map[regArgs][]byte),
@@ -264,7 +264,7 @@ func (e *Engine) Submit(op core.Op, reqs []Request) []*core.Status {
 func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	st := core.NewStatus()
 	t := &core.Transfer{Op: op, UID: rq.UID, Peer: rq.Remote.EngineKey, Remote: rq.Remote, Status: st}
-	data, err := e.checkRequest(t, rq)
+	data, peer, err := e.checkRequest(t, rq)
 	if err == nil {
 		err = e.flights.Add(t)
 	}
@@ -274,43 +274,50 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	}
 	t.Instance = e.instance.Add(1)
 	t.OnDone(func() { e.totals.count(t) })
-	e.route(t, data)
+	e.whenConnected(peer, func(err error) {
+		switch {
+		case err != nil:
+			t.FailErr(err)
+		case !t.Done(): // a transfer that timed out waiting for the connection stays failed
+			e.route(t, data)
+		}
+	})
 	return st
 }
 
 // checkRequest checks a request against the engine's state and the local
 // registrations, and fills in t's local region, ranges and size. It
-// returns the data plane to use.
-func (e *Engine) checkRequest(t *core.Transfer, rq *Request) (core.Backend, error) {
+// returns the data plane to use and the peer.
+func (e *Engine) checkRequest(t *core.Transfer, rq *Request) (core.Backend, *remote, error) {
 	e.mu.RLock()
 	data, closed := e.data, e.closed
-	_, known := e.remotes[rq.Remote.EngineKey]
+	peer, known := e.remotes[rq.Remote.EngineKey]
 	e.mu.RUnlock()
 	switch {
 	case closed:
-		return nil, core.Errorf(core.ErrBadState, "engine %q is closed", e.cfg.Key)
+		return nil, nil, core.Errorf(core.ErrBadState, "engine %q is closed", e.cfg.Key)
 	case data == nil:
-		return nil, core.Errorf(core.ErrBadState, "no available backend found, create backend first")
+		return nil, nil, core.Errorf(core.ErrBadState, "no available backend found, create backend first")
 	case t.Op != core.OpRead && t.Op != core.OpWrite:
-		return nil, core.Errorf(core.ErrInvalidArgs, "unknown operation %d", t.Op)
+		return nil, nil, core.Errorf(core.ErrInvalidArgs, "unknown operation %d", t.Op)
 	case !known:
-		return nil, core.Errorf(core.ErrNotFound, "remote engine %q is not registered", rq.Remote.EngineKey)
+		return nil, nil, core.Errorf(core.ErrNotFound, "remote engine %q is not registered", rq.Remote.EngineKey)
 	case rq.Local.EngineKey != e.cfg.Key:
-		return nil, core.Errorf(core.ErrInvalidArgs, "local memory %d belongs to engine %q, not this engine %q", rq.Local.ID, rq.Local.EngineKey, e.cfg.Key)
+		return nil, nil, core.Errorf(core.ErrInvalidArgs, "local memory %d belongs to engine %q, not this engine %q", rq.Local.ID, rq.Local.EngineKey, e.cfg.Key)
 	}
 	r, err := e.reg.Get(rq.Local.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if uint64(r.Addr) != rq.Local.Addr || r.Size != rq.Local.Size {
-		return nil, core.Errorf(core.ErrNotFound, "local memory %d: descriptor (%#x len %d) does not match the registration (%#x len %d)", rq.Local.ID, rq.Local.Addr, rq.Local.Size, r.Addr, r.Size)
+		return nil, nil, core.Errorf(core.ErrNotFound, "local memory %d: descriptor (%#x len %d) does not match the registration (%#x len %d)", rq.Local.ID, rq.Local.Addr, rq.Local.Size, r.Addr, r.Size)
 	}
 	t.Local = r
 	if t.Bytes, err = checkRanges(r, rq); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t.Ranges = core.CoalesceRanges(rq.Ranges, 0)
-	return data, nil
+	return data, peer, nil
 }
 
 // checkRanges checks every range against the local region and the remote
@@ -390,7 +397,14 @@ func (e *Engine) Close() error {
 	e.closed = true
 	close(e.stopLogs)
 	backends := e.backends
+	remotes := make([]*remote, 0, len(e.remotes))
+	for _, r := range e.remotes {
+		remotes = append(remotes, r)
+	}
 	e.mu.Unlock()
+	for _, r := range remotes { // transfers waiting for a connection
+		r.remove(core.Errorf(core.ErrBadState, "engine %q is closed", e.cfg.Key))
+	}
 	var errs []error
 	for _, b := range backends {
 		errs = append(errs, b.Close())

@@ -116,13 +116,19 @@ func (e *Engine) RegisterMemory(ptr uintptr, size uint64, device int, loc core.M
 	return d, nil
 }
 
-// DeregisterMemory unregisters local memory. Transfers using it fail; once
-// it returns, nothing reads or writes the memory any more.
+// DeregisterMemory unregisters local memory. Transfers using it fail;
+// once it returns, nothing reads or writes the memory any more. Memory
+// that is not registered (any more) is no error, as in MORI-IO.
 func (e *Engine) DeregisterMemory(d core.MemoryDesc) error {
 	if d.EngineKey != e.cfg.Key {
 		return core.Errorf(core.ErrInvalidArgs, "deregister memory %d: it belongs to engine %q, not %q", d.ID, d.EngineKey, e.cfg.Key)
 	}
 	r, err := e.reg.Remove(d.ID)
+	if core.CodeOf(err) == core.ErrNotFound {
+		// As in MORI-IO: memory deregistered already, or never, is no error.
+		e.log.Debug("deregister memory: not registered (nothing to do)", "memory", d.ID)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ ABI_VERSION = 1
 MG_OK = 0
 MG_ERR_INVALID_ARGS = 11
 MG_ERR_FORKED = 20
+MG_WAIT_FAIL_FAST = 1  # mg_wait_all_flags: return at the first failure
 
 
 class Transfer(ctypes.Structure):
@@ -78,6 +79,7 @@ _PROTOTYPES = {
     "mg_status_wait": (c_int, [c_uint64, c_int64, _u32p]),
     "mg_status_release": (c_int, [c_uint64]),
     "mg_wait_all": (c_int, [_u64p, c_size_t, c_int64, _u32p]),
+    "mg_wait_all_flags": (c_int, [_u64p, c_size_t, c_int64, c_uint32, _u32p]),
     "mg_pop_inbound": (c_int, [c_uint64, c_char_p, c_uint64, POINTER(c_int32), _u32p, c_void_p, c_size_t]),
     "mg_notify": (c_int, [c_uint64, c_char_p, c_char_p, c_size_t]),
     "mg_pop_notifications": (c_int, [c_uint64, c_void_p, c_size_t, _szp]),

@@ -380,9 +380,11 @@ class IOEngine:
         return EngineDesc(blob)
 
     def register_remote_engine(self, engine_desc: EngineDesc) -> None:
-        """Make a peer known and connect to it (control-plane handshake and
-        data-plane connections, so the first transfer pays no set-up).
-        Needs a backend (BadStateError otherwise)."""
+        """Make a peer known and return at once, as MORI-IO: the connection
+        (control-plane handshake, then data-plane connections) is made in the
+        background. Transfers to the peer wait for it; a peer that cannot be
+        reached fails the transfers (tried again by the first transfer after
+        a backoff), not this call. Needs a backend (BadStateError otherwise)."""
         h = self._handle()
         blob = _engine_blob(engine_desc, "register_remote_engine")
         _lib.raise_for(
@@ -392,7 +394,8 @@ class IOEngine:
         self._remotes.add(engine_desc.key)
 
     def deregister_remote_engine(self, engine_desc: EngineDesc) -> None:
-        """Forget a peer; its transfers in flight fail (NotFoundError if unknown)."""
+        """Forget a peer; its transfers in flight fail. An unknown peer is no
+        error (as MORI-IO)."""
         h = self._handle()
         blob = _engine_blob(engine_desc, "deregister_remote_engine")
         _lib.raise_for(
@@ -441,7 +444,8 @@ class IOEngine:
         return self.register_memory(tensor.data_ptr(), nbytes, index, loc)
 
     def deregister_memory(self, mem_desc: MemoryDesc) -> None:
-        """Deregister local memory; transfers using it fail from now on."""
+        """Deregister local memory; transfers using it fail from now on.
+        Memory not registered (any more) is no error (as MORI-IO)."""
         h = self._handle()
         blob = _mem(mem_desc, "deregister_memory")
         _lib.raise_for(_lib.lib().mg_deregister_memory(h, blob, len(blob)), f"IOEngine({self.key!r}).deregister_memory")
@@ -546,12 +550,16 @@ class IOEngine:
         return self._submit(_OP_WRITE, local_mems, local_offsets, remote_mems, remote_offsets, sizes, transfer_uids,
                             "batch_write")
 
-    def wait_all(self, statuses: Sequence[TransferStatus], timeout_ms: int = -1) -> Union[StatusCode, int]:
-        """Wait for all statuses; failure wins (see
-        :func:`sglang_mori_go.status.wait_all`). Returns SUCCESS, the first
-        failure code, or IN_PROGRESS on timeout."""
+    def wait_all(
+        self, statuses: Sequence[Optional[TransferStatus]], timeout_ms: int = -1, fail_fast: bool = False,
+    ) -> Union[StatusCode, int]:
+        """Wait for every status, as MORI-IO (see
+        :func:`sglang_mori_go.status.wait_all`): SUCCESS, the first failure in
+        the order given, or IN_PROGRESS when the time ran out with no failure
+        yet; ``None`` is skipped. ``fail_fast=True`` returns at the first
+        failure without waiting for the others."""
         _lib.check_fork()
-        return _wait_all(statuses, timeout_ms)
+        return _wait_all(statuses, timeout_ms, fail_fast)
 
     def pop_inbound_transfer_status(
         self, remote_key: str, transfer_uid: int, status: Optional[TransferStatus] = None

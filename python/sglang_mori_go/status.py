@@ -179,46 +179,61 @@ class TransferStatus:
             return f"TransferStatus(<{type(e).__name__}>)"
 
 
-def wait_all(statuses: Iterable[TransferStatus], timeout_ms: int = -1) -> Code:
-    """Wait for every status; failure wins.
+def wait_all(statuses: Iterable[Optional[TransferStatus]], timeout_ms: int = -1, fail_fast: bool = False) -> Code:
+    """Wait for every status, as MORI-IO's ``wait_all``.
 
-    Returns the first failure seen as soon as any transfer fails (even if
-    others still run), SUCCESS when all succeeded, or IN_PROGRESS when
-    ``timeout_ms`` passed first (<0: no limit; 0: poll). One foreign call; the
-    GIL is released while waiting. A free-standing status that is not
-    terminal counts as still running (IN_PROGRESS is returned, never an
-    endless wait on it).
+    Waits until every status is terminal or ``timeout_ms`` passes (<0: no
+    limit; 0: poll), then returns the first failure in the order given,
+    SUCCESS when all succeeded, or IN_PROGRESS when the time ran out with no
+    failure yet. ``None`` entries are skipped. With ``fail_fast=True`` (an
+    option of mori-go's own) it returns as soon as any status has failed,
+    without waiting for the others. One foreign call; the GIL is released
+    while waiting. A free-standing status that is not terminal counts as
+    still running (IN_PROGRESS is returned, never an endless wait on it).
     """
+    given: List[TransferStatus] = []
     handles: List[int] = []
     pending: List[TransferStatus] = []
     local_running = False
+    failed = False
     for st in statuses:
+        if st is None:
+            continue
         if not isinstance(st, TransferStatus):
-            raise InvalidArgsError(f"wait_all: expected TransferStatus objects, got {type(st).__name__}")
+            raise InvalidArgsError(f"wait_all: expected TransferStatus objects or None, got {type(st).__name__}")
+        given.append(st)
         code = st._code
         if code is None:
             handles.append(st._h)
             pending.append(st)
             continue
         if int(code) > _ERR_BEGIN:
-            return code
-        if code != 0:
+            if fail_fast:
+                return code
+            failed = True
+        elif code != 0:
             if st._local:
                 local_running = True
             else:
                 handles.append(st._h)
                 pending.append(st)
-    if not handles:
-        return _IN_PROGRESS if local_running else _SUCCESS
-    lib = _lib.lib()
-    n = len(handles)
-    arr = (c_uint64 * n)(*handles)
-    c = c_uint32()
-    _lib.raise_for(lib.mg_wait_all(arr, n, int(timeout_ms), ctypes.byref(c)), "wait_all")
-    code = to_status_code(c.value)
-    if code == _SUCCESS:
-        for st in pending:
-            st._code = _SUCCESS
-        if local_running:
-            return _IN_PROGRESS
+    code: Code = _SUCCESS
+    if handles:
+        lib = _lib.lib()
+        n = len(handles)
+        arr = (c_uint64 * n)(*handles)
+        c = c_uint32()
+        flags = _lib.MG_WAIT_FAIL_FAST if fail_fast else 0
+        _lib.raise_for(lib.mg_wait_all_flags(arr, n, int(timeout_ms), flags, ctypes.byref(c)), "wait_all")
+        code = to_status_code(c.value)
+        if code == _SUCCESS:
+            for st in pending:
+                st._code = _SUCCESS
+    if failed or int(code) > _ERR_BEGIN:
+        for st in given:  # the first failure in the order given
+            sc = st.Code()
+            if int(sc) > _ERR_BEGIN:
+                return sc
+    if code == _SUCCESS and local_running:
+        return _IN_PROGRESS
     return code

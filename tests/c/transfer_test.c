@@ -88,6 +88,15 @@ int main(void) {
   size_t mlen = 0;
   CHECK(mg_status_message(st, msg, sizeof msg, &mlen) == MG_OK && strstr(msg, "exceeds remote memory"),
         "bad range message: %.*s", (int)mlen, msg);
+  /* wait_all skips a 0 handle (MORI-IO's None) and reports the failure,
+   * waiting for every status or, with MG_WAIT_FAIL_FAST, not. */
+  {
+    mg_status_t some[3] = {0, st, 0};
+    CHECK(mg_wait_all(some, 3, -1, &code) == MG_OK && code == MG_ERR_INVALID_ARGS, "wait_all skips 0: %u", code);
+    CHECK(mg_wait_all_flags(some, 3, -1, MG_WAIT_FAIL_FAST, &code) == MG_OK && code == MG_ERR_INVALID_ARGS,
+          "wait_all fail fast: %u", code);
+    CHECK(mg_wait_all(some, 1, -1, &code) == MG_OK && code == MG_OK, "nothing but 0: success");
+  }
   mg_status_release(st);
 
   /* Read back. */
