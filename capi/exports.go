@@ -120,6 +120,16 @@ func mgo_engine_create_backend(h C.mg_engine_t, typ C.uint32_t, cfgJSON *C.char,
 	return C.MG_OK
 }
 
+//export mgo_engine_remove_backend
+func mgo_engine_remove_backend(h C.mg_engine_t, typ C.uint32_t) (rc C.int) {
+	defer guard(&rc)
+	eh, err := engineOf(uint64(h))
+	if err != nil {
+		return result(err)
+	}
+	return result(eh.e.RemoveBackend(core.BackendType(typ)))
+}
+
 //export mgo_engine_desc
 func mgo_engine_desc(h C.mg_engine_t, buf *C.uint8_t, capacity C.size_t, n *C.size_t) (rc C.int) {
 	defer guard(&rc)

@@ -88,6 +88,11 @@ int mg_engine_create_backend(mg_engine_t engine, uint32_t type, const char *conf
   return mgo_engine_create_backend(engine, type, (char *)config_json, actual);
 }
 
+int mg_engine_remove_backend(mg_engine_t engine, uint32_t type) {
+  MG_CHECK_FORK();
+  return mgo_engine_remove_backend(engine, type);
+}
+
 int mg_engine_desc(mg_engine_t engine, uint8_t *buf, size_t cap, size_t *len) {
   MG_CHECK_FORK();
   return mgo_engine_desc(engine, buf, cap, len);

@@ -88,6 +88,12 @@ int mg_engine_create(const char *config_json, mg_engine_t *out);
 int mg_engine_destroy(mg_engine_t engine);
 /* Start the data plane; *actual receives the backend type in use. */
 int mg_engine_create_backend(mg_engine_t engine, uint32_t type, const char *config_json, uint32_t *actual);
+/* Stop the data plane of this type (MORI-IO's remove_backend): its
+ * transfers fail, new ones fail until a backend is created again, and peers
+ * are connected again over the new one at their next transfer (peers must
+ * register this engine's new descriptor to reach it). A type not running is
+ * no error. */
+int mg_engine_remove_backend(mg_engine_t engine, uint32_t type);
 /* Copy the engine descriptor into buf. If cap is too small, returns
  * MG_ERR_INVALID_ARGS and sets *len to the size needed. */
 int mg_engine_desc(mg_engine_t engine, uint8_t *buf, size_t cap, size_t *len);

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/mori-go/mori-go/core"
 )
@@ -105,4 +106,35 @@ func (e *Engine) DataBackend() core.Backend {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	return e.data
+}
+
+// RemoveBackend stops the data plane of type t, as MORI-IO's
+// remove_backend: its transfers in flight fail, new ones fail until a
+// backend is created again, and the peers are connected again (at their
+// next transfer) over the new one. Removing a type the engine does not
+// run does nothing. The same-host GPU path is not removable (it is chosen
+// at creation, Config.DisableIPC).
+func (e *Engine) RemoveBackend(t core.BackendType) error {
+	if t == core.BackendXGMI && e.ipc != nil {
+		return core.Errorf(core.ErrInvalidArgs, "remove backend %s: the same-host GPU path cannot be removed (disable it when creating the engine)", t)
+	}
+	e.mu.Lock()
+	b := e.data
+	if b == nil || b.Type() != t {
+		e.mu.Unlock()
+		return nil
+	}
+	e.data = nil
+	e.backends = slices.DeleteFunc(slices.Clone(e.backends), func(x core.Backend) bool { return x == b })
+	e.desc.Backends = slices.DeleteFunc(slices.Clone(e.desc.Backends), func(x core.BackendBlob) bool { return x.Type == t })
+	remotes := make([]*remote, 0, len(e.remotes))
+	for _, r := range e.remotes {
+		remotes = append(remotes, r)
+	}
+	e.mu.Unlock()
+	for _, r := range remotes {
+		r.forgetConnection()
+	}
+	e.log.Info("data plane removed", "backend", t.String())
+	return b.Close()
 }

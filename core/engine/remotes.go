@@ -44,54 +44,70 @@ type remote struct {
 // registration. Registering a peer again (a restarted peer has a new
 // descriptor) connects to the new descriptor.
 func (e *Engine) AddRemoteEngine(d core.EngineDesc) error {
-	_, err := e.addRemote(d)
+	_, _, err := e.addRemote(d)
 	return err
 }
 
 // RegisterRemoteEngine makes a peer known and connects to it before it
-// returns; when the connection fails the peer is forgotten again and the
-// error says why. (AddRemoteEngine is the form that does not wait.)
+// returns. When the connection fails the registration is undone and the
+// error says why: a new peer is forgotten again, a peer registered before
+// keeps its previous descriptor and connection. (AddRemoteEngine is the
+// form that does not wait.)
 func (e *Engine) RegisterRemoteEngine(d core.EngineDesc) error {
-	r, err := e.addRemote(d)
+	r, prev, err := e.addRemote(d)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
-	done := r.attempted
-	gen := r.gen
+	done, gen := r.attempted, r.gen
 	r.mu.Unlock()
 	<-done
 	r.mu.Lock()
 	err = r.err
-	stale := r.gen != gen
-	r.mu.Unlock()
-	if err != nil && !stale {
-		e.mu.Lock()
-		if e.remotes[d.Key] == r {
-			delete(e.remotes, d.Key)
-		}
-		e.mu.Unlock()
-		r.remove(nil)
+	if err == nil || r.gen != gen { // connected, or registered again meanwhile
+		r.mu.Unlock()
+		return err
 	}
+	if prev.known {
+		r.desc, r.connected, r.err, r.retryAt, r.backoff = prev.desc, prev.connected, nil, time.Time{}, 0
+		r.mu.Unlock()
+		return err
+	}
+	r.mu.Unlock()
+	e.mu.Lock()
+	if e.remotes[d.Key] == r {
+		delete(e.remotes, d.Key)
+	}
+	e.mu.Unlock()
+	r.remove(nil)
 	return err
 }
 
-func (e *Engine) addRemote(d core.EngineDesc) (*remote, error) {
+// previous is what a registration replaced.
+type previous struct {
+	known     bool
+	desc      core.EngineDesc
+	connected bool
+}
+
+func (e *Engine) addRemote(d core.EngineDesc) (*remote, previous, error) {
 	if err := d.Validate(); err != nil {
-		return nil, err
+		return nil, previous{}, err
 	}
 	e.mu.Lock()
 	if e.data == nil {
 		e.mu.Unlock()
-		return nil, core.Errorf(core.ErrBadState, "register remote engine %q: create a backend first", d.Key)
+		return nil, previous{}, core.Errorf(core.ErrBadState, "register remote engine %q: create a backend first", d.Key)
 	}
 	r := e.remotes[d.Key]
-	if r == nil {
+	known := r != nil
+	if !known {
 		r = &remote{key: d.Key}
 		e.remotes[d.Key] = r
 	}
 	e.mu.Unlock()
 	r.mu.Lock()
+	prev := previous{known: known, desc: r.desc, connected: r.connected}
 	r.desc = d
 	r.gen++
 	r.connected, r.err, r.retryAt, r.backoff = false, nil, time.Time{}, 0
@@ -105,7 +121,7 @@ func (e *Engine) addRemote(d core.EngineDesc) (*remote, error) {
 		go e.connectLoop(r)
 	}
 	e.log.Debug("remote engine registered", "peer", d.Key, "host", d.Host)
-	return r, nil
+	return r, prev, nil
 }
 
 // connectLoop connects r's current descriptor, again while registrations
@@ -155,6 +171,9 @@ func (e *Engine) connect(d core.EngineDesc) error {
 	data := e.data
 	me := e.desc
 	e.mu.RUnlock()
+	if data == nil {
+		return core.Errorf(core.ErrBadState, "remote engine %q: no backend (removed): create one first", d.Key)
+	}
 	peer, err := e.client.Hello(d.Host, int(d.Port), me, e.cfg.HandshakeTimeout)
 	if err != nil {
 		return fmt.Errorf("remote engine %q at %s:%d: %w", d.Key, d.Host, d.Port, err)
@@ -260,4 +279,12 @@ func (e *Engine) remoteDesc(key string) (core.EngineDesc, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.desc, true
+}
+
+// forgetConnection makes the next transfer connect again (the data plane
+// was replaced).
+func (r *remote) forgetConnection() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.connected, r.err, r.retryAt, r.backoff = false, nil, time.Time{}, 0
 }

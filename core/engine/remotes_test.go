@@ -129,3 +129,32 @@ func TestDeregisteringAnUnknownPeerDoesNothing(t *testing.T) {
 	a := newEngine(t, "a", nil)
 	require.NoError(t, a.DeregisterRemoteEngine(core.EngineDesc{Key: "never-registered"}))
 }
+
+func TestRemoveBackendThenCreateAgainReconnects(t *testing.T) {
+	a, b := pair(t, nil)
+	src, dst := alloc(t, 4096), alloc(t, 4096)
+	sd, dd := register(t, a, src), register(t, b, dst)
+	write := func(uid uint64) *core.Status {
+		st := a.Submit(core.OpWrite, []engine.Request{{Local: sd, Remote: dd, UID: uid, Ranges: []core.Range{{Size: 4096}}}})[0]
+		st.Wait(20 * time.Second)
+		return st
+	}
+	rand.Read(src.Bytes())
+	require.Equal(t, core.StatusSuccess, write(1).Code())
+
+	require.NoError(t, a.RemoveBackend(core.BackendRDMA), "a type it does not run: nothing to do")
+	require.NoError(t, a.RemoveBackend(core.BackendTCP))
+	require.Nil(t, a.DataBackend())
+	desc := a.Desc()
+	require.Nil(t, desc.Blob(core.BackendTCP), "the descriptor no longer offers it")
+	st := write(2)
+	require.Equal(t, core.ErrBadState, st.Code(), st.Message())
+	require.Contains(t, st.Message(), "create backend first")
+
+	_, err := a.CreateBackend(core.BackendTCP, nil)
+	require.NoError(t, err)
+	rand.Read(src.Bytes())
+	st = write(3)
+	require.Equal(t, core.StatusSuccess, st.Code(), st.Message())
+	require.Equal(t, src.Bytes(), dst.Bytes())
+}

@@ -67,6 +67,7 @@ _PROTOTYPES = {
     "mg_engine_create": (c_int, [c_char_p, _u64p]),
     "mg_engine_destroy": (c_int, [c_uint64]),
     "mg_engine_create_backend": (c_int, [c_uint64, c_uint32, c_char_p, _u32p]),
+    "mg_engine_remove_backend": (c_int, [c_uint64, c_uint32]),
     "mg_engine_desc": (c_int, [c_uint64, c_void_p, c_size_t, _szp]),
     "mg_engine_register_remote": (c_int, [c_uint64, c_char_p, c_size_t]),
     "mg_engine_deregister_remote": (c_int, [c_uint64, c_char_p, c_size_t]),

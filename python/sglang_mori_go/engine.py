@@ -17,7 +17,7 @@ from . import _lib
 from .config import BackendConfig, IOEngineConfig, RdmaBackendConfig
 from .desc import EngineDesc, MemoryDesc
 from .enums import BackendType, MemoryLocationType, StatusCode, to_status_code
-from .errors import BadStateError, InvalidArgsError, UnsupportedError
+from .errors import BadStateError, InvalidArgsError
 from .status import TransferStatus, wait_all as _wait_all
 
 __all__ = ["IOEngine", "IOEngineSession", "set_log_level", "get_log_level"]
@@ -366,11 +366,15 @@ class IOEngine:
             log.debug(msg, *args)
 
     def remove_backend(self, type: Union[BackendType, int]) -> None:
-        """Not supported: a mori-go engine keeps its data plane until it is
-        closed (raises UnsupportedError). Use :meth:`close`."""
-        raise UnsupportedError(
-            f"IOEngine.remove_backend({_type_name(int(type))}): mori-go cannot remove a backend from a live "
-            "engine; close the engine instead"
+        """Stop the data plane of this type, as MORI-IO: its transfers fail,
+        new ones fail until :meth:`create_backend` is called again, and peers
+        are connected again over the new one at their next transfer (peers
+        must register this engine's new descriptor to reach it). A type not
+        running is no error."""
+        h = self._handle()
+        _lib.raise_for(
+            _lib.lib().mg_engine_remove_backend(h, int(type)),
+            f"IOEngine({self.key!r}).remove_backend({_type_name(int(type))})",
         )
 
     def get_engine_desc(self) -> EngineDesc:

@@ -158,8 +158,7 @@ def test_engine_call_errors(pair):
             e.register_remote_engine(a.get_engine_desc())  # no backend yet
         with pytest.raises(mg.InvalidArgsError):
             e.create_backend(BackendType.XGMI)
-        with pytest.raises(mg.UnsupportedError):
-            e.remove_backend(BackendType.RDMA)
+        e.remove_backend(BackendType.RDMA)  # none running: nothing to do
         with pytest.raises(mg.InvalidArgsError):
             e.create_backend(BackendType.RDMA, mg.RdmaBackendConfig(qp_per_transfer=0))
         e.create_backend(BackendType.RDMA)

@@ -56,3 +56,25 @@ def test_a_hung_decode_does_not_stall_other_registrations():
         for e in (prefill, decode):
             if e is not None:
                 e.close()
+
+
+def test_remove_backend_then_create_again():
+    a, b = make_engine("rm-a"), make_engine("rm-b")
+    try:
+        a.register_remote_engine(b.get_engine_desc())
+        src, dst = Buffer(4096, os.urandom(4096)), Buffer(4096)
+        ms, md = src.register(a), dst.register(b)
+        assert a.write(ms, 0, md, 0, 4096, a.allocate_transfer_uid()).Wait() == StatusCode.SUCCESS
+        a.remove_backend(BackendType.TCP)
+        st = a.write(ms, 0, md, 0, 4096, a.allocate_transfer_uid())
+        assert st.Wait() == StatusCode.ERR_BAD_STATE and "backend" in st.Message()
+        a.remove_backend(BackendType.TCP)  # none running any more: nothing to do
+        a.create_backend(BackendType.TCP)
+        src2 = Buffer(4096, os.urandom(4096))
+        ms2 = src2.register(a)
+        st = a.write(ms2, 0, md, 0, 4096, a.allocate_transfer_uid())
+        assert st.Wait() == StatusCode.SUCCESS, st.Message()
+        assert dst.bytes() == src2.bytes()
+    finally:
+        a.close()
+        b.close()

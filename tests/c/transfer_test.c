@@ -145,6 +145,13 @@ int main(void) {
   free(once);
 
   CHECK(mg_deregister_memory(b, mb.bytes, mb.len) == MG_OK, "deregister");
+  CHECK(mg_deregister_memory(b, mb.bytes, mb.len) == MG_OK, "deregister again: nothing to do");
+  CHECK(mg_engine_deregister_remote(b, (const uint8_t *)"x", 0) == MG_ERR_INVALID_ARGS, "empty descriptor refused");
+  CHECK(mg_engine_remove_backend(b, MG_BACKEND_RDMA) == MG_OK, "remove a backend not running: nothing to do");
+  CHECK(mg_engine_remove_backend(b, MG_BACKEND_TCP) == MG_OK, "remove the TCP backend");
+  CHECK(mg_engine_stats(b, stats, sizeof stats, &mlen) == MG_OK && strstr(stats, "\"backend\":\"\""),
+        "no backend after removal: %.*s", (int)mlen, stats);
+  CHECK(mg_engine_create_backend(b, MG_BACKEND_TCP, NULL, NULL) == MG_OK, "create it again");
   CHECK(mg_engine_destroy(a) == MG_OK, "destroy a");
   CHECK(mg_engine_destroy(b) == MG_OK, "destroy b");
   CHECK(mg_engine_destroy(a) == MG_ERR_INVALID_ARGS, "double destroy refused");
