@@ -1,7 +1,8 @@
 package verbs
 
+//go:generate go tool stringer -type=PortState,LinkLayer,GIDType,QPState -linecomment -output=attr_string.go
+
 import (
-	"fmt"
 	"net"
 )
 
@@ -19,45 +20,21 @@ type DeviceAttr struct {
 type PortState uint8
 
 const (
-	PortNop    PortState = 0
-	PortDown   PortState = 1
-	PortInit   PortState = 2
-	PortArmed  PortState = 3
-	PortActive PortState = 4
+	PortNop    PortState = 0 // NOP
+	PortDown   PortState = 1 // DOWN
+	PortInit   PortState = 2 // INIT
+	PortArmed  PortState = 3 // ARMED
+	PortActive PortState = 4 // ACTIVE
 )
-
-func (s PortState) String() string {
-	switch s {
-	case PortDown:
-		return "DOWN"
-	case PortInit:
-		return "INIT"
-	case PortArmed:
-		return "ARMED"
-	case PortActive:
-		return "ACTIVE"
-	}
-	return fmt.Sprintf("state(%d)", uint8(s))
-}
 
 // LinkLayer is the IBV_LINK_LAYER_* of a port.
 type LinkLayer uint8
 
 const (
-	LinkUnspecified LinkLayer = 0
-	LinkInfiniBand  LinkLayer = 1
-	LinkEthernet    LinkLayer = 2
+	LinkUnspecified LinkLayer = 0 // InfiniBand
+	LinkInfiniBand  LinkLayer = 1 // InfiniBand
+	LinkEthernet    LinkLayer = 2 // Ethernet
 )
-
-func (l LinkLayer) String() string {
-	switch l {
-	case LinkInfiniBand, LinkUnspecified:
-		return "InfiniBand"
-	case LinkEthernet:
-		return "Ethernet"
-	}
-	return fmt.Sprintf("link(%d)", uint8(l))
-}
 
 // MTU is enum ibv_mtu.
 type MTU uint8
@@ -113,22 +90,10 @@ func (g GID) String() string { return net.IP(g[:]).String() }
 type GIDType uint8
 
 const (
-	GIDTypeIB     GIDType = 0
-	GIDTypeRoCEv1 GIDType = 1
-	GIDTypeRoCEv2 GIDType = 2
+	GIDTypeIB     GIDType = 0 // IB
+	GIDTypeRoCEv1 GIDType = 1 // RoCE v1
+	GIDTypeRoCEv2 GIDType = 2 // RoCE v2
 )
-
-func (t GIDType) String() string {
-	switch t {
-	case GIDTypeIB:
-		return "IB"
-	case GIDTypeRoCEv1:
-		return "RoCE v1"
-	case GIDTypeRoCEv2:
-		return "RoCE v2"
-	}
-	return fmt.Sprintf("gid-type(%d)", uint8(t))
-}
 
 // GIDEntry is one GID table entry.
 type GIDEntry struct {
@@ -144,46 +109,25 @@ type GIDEntry struct {
 type Access uint32
 
 const (
-	AccessLocalWrite        Access = 1
-	AccessRemoteWrite       Access = 2
-	AccessRemoteRead        Access = 4
-	AccessRemoteAtomic      Access = 8
-	AccessRelaxedOrdering   Access = 1 << 20
-	accessDefaultDataRegion        = AccessLocalWrite | AccessRemoteWrite | AccessRemoteRead
+	AccessLocalWrite      Access = 1
+	AccessRemoteWrite     Access = 2
+	AccessRemoteRead      Access = 4
+	AccessRemoteAtomic    Access = 8
+	AccessRelaxedOrdering Access = 1 << 20
 )
 
 // QPState is enum ibv_qp_state.
 type QPState uint8
 
 const (
-	QPReset QPState = 0
-	QPInit  QPState = 1
-	QPRTR   QPState = 2
-	QPRTS   QPState = 3
-	QPSQD   QPState = 4
-	QPSQE   QPState = 5
-	QPError QPState = 6
+	QPReset QPState = 0 // RESET
+	QPInit  QPState = 1 // INIT
+	QPRTR   QPState = 2 // RTR
+	QPRTS   QPState = 3 // RTS
+	QPSQD   QPState = 4 // SQD
+	QPSQE   QPState = 5 // SQE
+	QPError QPState = 6 // ERR
 )
-
-func (s QPState) String() string {
-	switch s {
-	case QPReset:
-		return "RESET"
-	case QPInit:
-		return "INIT"
-	case QPRTR:
-		return "RTR"
-	case QPRTS:
-		return "RTS"
-	case QPSQD:
-		return "SQD"
-	case QPSQE:
-		return "SQE"
-	case QPError:
-		return "ERR"
-	}
-	return fmt.Sprintf("qp-state(%d)", uint8(s))
-}
 
 // QPAttrMask is a set of IBV_QP_* attribute bits.
 type QPAttrMask uint32

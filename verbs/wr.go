@@ -1,35 +1,17 @@
 package verbs
 
-import (
-	"fmt"
-)
+//go:generate go tool stringer -type=Opcode,WCStatus,AsyncEventType -linecomment -output=wr_string.go
 
 // Opcode is enum ibv_wr_opcode.
 type Opcode uint8
 
 const (
-	OpRDMAWrite        Opcode = 0
-	OpRDMAWriteWithImm Opcode = 1
-	OpSend             Opcode = 2
-	OpSendWithImm      Opcode = 3
-	OpRDMARead         Opcode = 4
+	OpRDMAWrite        Opcode = 0 // RDMA_WRITE
+	OpRDMAWriteWithImm Opcode = 1 // RDMA_WRITE_WITH_IMM
+	OpSend             Opcode = 2 // SEND
+	OpSendWithImm      Opcode = 3 // SEND_WITH_IMM
+	OpRDMARead         Opcode = 4 // RDMA_READ
 )
-
-func (o Opcode) String() string {
-	switch o {
-	case OpRDMAWrite:
-		return "RDMA_WRITE"
-	case OpRDMAWriteWithImm:
-		return "RDMA_WRITE_WITH_IMM"
-	case OpSend:
-		return "SEND"
-	case OpSendWithImm:
-		return "SEND_WITH_IMM"
-	case OpRDMARead:
-		return "RDMA_READ"
-	}
-	return fmt.Sprintf("opcode(%d)", uint8(o))
-}
 
 // SendFlags is a set of IBV_SEND_* flags.
 type SendFlags uint32
@@ -73,45 +55,29 @@ type RecvWR struct {
 type WCStatus uint32
 
 const (
-	WCSuccess        WCStatus = 0
-	WCLocLenErr      WCStatus = 1
-	WCLocQPOpErr     WCStatus = 2
-	WCLocEECOpErr    WCStatus = 3
-	WCLocProtErr     WCStatus = 4
-	WCWRFlushErr     WCStatus = 5
-	WCMWBindErr      WCStatus = 6
-	WCBadRespErr     WCStatus = 7
-	WCLocAccessErr   WCStatus = 8
-	WCRemInvReqErr   WCStatus = 9
-	WCRemAccessErr   WCStatus = 10
-	WCRemOpErr       WCStatus = 11
-	WCRetryExcErr    WCStatus = 12
-	WCRNRRetryExcErr WCStatus = 13
-	WCLocRDDViolErr  WCStatus = 14
-	WCRemInvRdReqErr WCStatus = 15
-	WCRemAbortErr    WCStatus = 16
-	WCInvEECNErr     WCStatus = 17
-	WCInvEECStateErr WCStatus = 18
-	WCFatalErr       WCStatus = 19
-	WCRespTimeoutErr WCStatus = 20
-	WCGeneralErr     WCStatus = 21
+	WCSuccess        WCStatus = 0  // IBV_WC_SUCCESS
+	WCLocLenErr      WCStatus = 1  // IBV_WC_LOC_LEN_ERR
+	WCLocQPOpErr     WCStatus = 2  // IBV_WC_LOC_QP_OP_ERR
+	WCLocEECOpErr    WCStatus = 3  // IBV_WC_LOC_EEC_OP_ERR
+	WCLocProtErr     WCStatus = 4  // IBV_WC_LOC_PROT_ERR
+	WCWRFlushErr     WCStatus = 5  // IBV_WC_WR_FLUSH_ERR
+	WCMWBindErr      WCStatus = 6  // IBV_WC_MW_BIND_ERR
+	WCBadRespErr     WCStatus = 7  // IBV_WC_BAD_RESP_ERR
+	WCLocAccessErr   WCStatus = 8  // IBV_WC_LOC_ACCESS_ERR
+	WCRemInvReqErr   WCStatus = 9  // IBV_WC_REM_INV_REQ_ERR
+	WCRemAccessErr   WCStatus = 10 // IBV_WC_REM_ACCESS_ERR
+	WCRemOpErr       WCStatus = 11 // IBV_WC_REM_OP_ERR
+	WCRetryExcErr    WCStatus = 12 // IBV_WC_RETRY_EXC_ERR
+	WCRNRRetryExcErr WCStatus = 13 // IBV_WC_RNR_RETRY_EXC_ERR
+	WCLocRDDViolErr  WCStatus = 14 // IBV_WC_LOC_RDD_VIOL_ERR
+	WCRemInvRdReqErr WCStatus = 15 // IBV_WC_REM_INV_RD_REQ_ERR
+	WCRemAbortErr    WCStatus = 16 // IBV_WC_REM_ABORT_ERR
+	WCInvEECNErr     WCStatus = 17 // IBV_WC_INV_EECN_ERR
+	WCInvEECStateErr WCStatus = 18 // IBV_WC_INV_EEC_STATE_ERR
+	WCFatalErr       WCStatus = 19 // IBV_WC_FATAL_ERR
+	WCRespTimeoutErr WCStatus = 20 // IBV_WC_RESP_TIMEOUT_ERR
+	WCGeneralErr     WCStatus = 21 // IBV_WC_GENERAL_ERR
 )
-
-var wcStatusNames = [...]string{
-	"SUCCESS", "LOC_LEN_ERR", "LOC_QP_OP_ERR", "LOC_EEC_OP_ERR", "LOC_PROT_ERR",
-	"WR_FLUSH_ERR", "MW_BIND_ERR", "BAD_RESP_ERR", "LOC_ACCESS_ERR", "REM_INV_REQ_ERR",
-	"REM_ACCESS_ERR", "REM_OP_ERR", "RETRY_EXC_ERR", "RNR_RETRY_EXC_ERR", "LOC_RDD_VIOL_ERR",
-	"REM_INV_RD_REQ_ERR", "REM_ABORT_ERR", "INV_EECN_ERR", "INV_EEC_STATE_ERR", "FATAL_ERR",
-	"RESP_TIMEOUT_ERR", "GENERAL_ERR",
-}
-
-// String returns the IBV_WC_* name.
-func (s WCStatus) String() string {
-	if int(s) < len(wcStatusNames) {
-		return "IBV_WC_" + wcStatusNames[s]
-	}
-	return fmt.Sprintf("IBV_WC_STATUS(%d)", uint32(s))
-}
 
 // WCOpcode is enum ibv_wc_opcode.
 type WCOpcode uint32
@@ -143,44 +109,17 @@ type WorkCompletion struct {
 type AsyncEventType uint32
 
 const (
-	EventCQErr            AsyncEventType = 0
-	EventQPFatal          AsyncEventType = 1
-	EventQPReqErr         AsyncEventType = 2
-	EventQPAccessErr      AsyncEventType = 3
-	EventDeviceFatal      AsyncEventType = 8
-	EventPortActive       AsyncEventType = 9
-	EventPortErr          AsyncEventType = 10
-	EventLIDChange        AsyncEventType = 11
-	EventClientReregister AsyncEventType = 17
-	EventGIDChange        AsyncEventType = 18
-	asyncEventTypeMax     AsyncEventType = 19
+	EventCQErr            AsyncEventType = 0  // IBV_EVENT_CQ_ERR
+	EventQPFatal          AsyncEventType = 1  // IBV_EVENT_QP_FATAL
+	EventQPReqErr         AsyncEventType = 2  // IBV_EVENT_QP_REQ_ERR
+	EventQPAccessErr      AsyncEventType = 3  // IBV_EVENT_QP_ACCESS_ERR
+	EventDeviceFatal      AsyncEventType = 8  // IBV_EVENT_DEVICE_FATAL
+	EventPortActive       AsyncEventType = 9  // IBV_EVENT_PORT_ACTIVE
+	EventPortErr          AsyncEventType = 10 // IBV_EVENT_PORT_ERR
+	EventLIDChange        AsyncEventType = 11 // IBV_EVENT_LID_CHANGE
+	EventClientReregister AsyncEventType = 17 // IBV_EVENT_CLIENT_REREGISTER
+	EventGIDChange        AsyncEventType = 18 // IBV_EVENT_GID_CHANGE
 )
-
-func (t AsyncEventType) String() string {
-	switch t {
-	case EventCQErr:
-		return "IBV_EVENT_CQ_ERR"
-	case EventQPFatal:
-		return "IBV_EVENT_QP_FATAL"
-	case EventQPReqErr:
-		return "IBV_EVENT_QP_REQ_ERR"
-	case EventQPAccessErr:
-		return "IBV_EVENT_QP_ACCESS_ERR"
-	case EventDeviceFatal:
-		return "IBV_EVENT_DEVICE_FATAL"
-	case EventPortActive:
-		return "IBV_EVENT_PORT_ACTIVE"
-	case EventPortErr:
-		return "IBV_EVENT_PORT_ERR"
-	case EventLIDChange:
-		return "IBV_EVENT_LID_CHANGE"
-	case EventClientReregister:
-		return "IBV_EVENT_CLIENT_REREGISTER"
-	case EventGIDChange:
-		return "IBV_EVENT_GID_CHANGE"
-	}
-	return fmt.Sprintf("IBV_EVENT(%d)", uint32(t))
-}
 
 // AsyncEvent is one asynchronous event. QPNum is set for QP events, CQ for
 // CQ events, Port for port events.

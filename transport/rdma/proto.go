@@ -1,5 +1,7 @@
 package rdma
 
+//go:generate go tool stringer -type=msgType -linecomment -output=msgtype_string.go
+
 import (
 	"encoding/binary"
 	"errors"
@@ -53,13 +55,13 @@ const (
 type msgType uint8
 
 const (
-	msgConnect    msgType = 1
-	msgConnected  msgType = 2
-	msgMRQuery    msgType = 3
-	msgMRInfo     msgType = 4
-	msgDisconnect msgType = 5
-	msgOK         msgType = 6
-	msgAbort      msgType = 7
+	msgConnect    msgType = 1 // CONNECT
+	msgConnected  msgType = 2 // CONNECTED
+	msgMRQuery    msgType = 3 // MR_QUERY
+	msgMRInfo     msgType = 4 // MR_INFO
+	msgDisconnect msgType = 5 // DISCONNECT
+	msgOK         msgType = 6 // OK
+	msgAbort      msgType = 7 // ABORT
 )
 
 // Bounds of an ABORT message.
@@ -73,26 +75,6 @@ type abortEntry struct {
 	UID      uint64
 	Instance uint64
 	Parts    uint32
-}
-
-func (t msgType) String() string {
-	switch t {
-	case msgConnect:
-		return "CONNECT"
-	case msgConnected:
-		return "CONNECTED"
-	case msgMRQuery:
-		return "MR_QUERY"
-	case msgMRInfo:
-		return "MR_INFO"
-	case msgDisconnect:
-		return "DISCONNECT"
-	case msgOK:
-		return "OK"
-	case msgAbort:
-		return "ABORT"
-	}
-	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // connectFull in CONNECT's flags: the message names every QP of the peer,
