@@ -39,7 +39,7 @@ func defaultRDMA() rdma.Config {
 }
 
 // newSimEngine starts an engine whose RDMA backend runs on host h.
-func newSimEngine(t *testing.T, key string, h *sim.Host, o engineOpts) *engine.Engine {
+func newSimEngine(t testing.TB, key string, h *sim.Host, o engineOpts) *engine.Engine {
 	t.Helper()
 	if o.timeout == 0 {
 		o.timeout = 20 * time.Second
@@ -85,7 +85,7 @@ func newSimPair(t *testing.T, o engineOpts, nics ...sim.NIC) *simPair {
 	return p
 }
 
-func alloc(t *testing.T, n int) *hostmem.Buffer {
+func alloc(t testing.TB, n int) *hostmem.Buffer {
 	t.Helper()
 	m, err := hostmem.Alloc(n)
 	require.NoError(t, err)
@@ -93,7 +93,7 @@ func alloc(t *testing.T, n int) *hostmem.Buffer {
 	return m
 }
 
-func register(t *testing.T, e *engine.Engine, m *hostmem.Buffer) core.MemoryDesc {
+func register(t testing.TB, e *engine.Engine, m *hostmem.Buffer) core.MemoryDesc {
 	t.Helper()
 	d, err := e.RegisterMemory(m.Addr(), uint64(m.Len()), -1, core.LocationCPU)
 	require.NoError(t, err)
@@ -121,7 +121,7 @@ func inbound(t *testing.T, e *engine.Engine, peer string, uid uint64) core.Inbou
 	return st
 }
 
-func write(t *testing.T, e *engine.Engine, uid uint64, local, remote core.MemoryDesc, ranges ...core.Range) *core.Status {
+func write(t testing.TB, e *engine.Engine, uid uint64, local, remote core.MemoryDesc, ranges ...core.Range) *core.Status {
 	t.Helper()
 	return e.Submit(core.OpWrite, []engine.Request{{Local: local, Remote: remote, Ranges: ranges, UID: uid}})[0]
 }
