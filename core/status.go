@@ -142,6 +142,7 @@ func waitAll(statuses []*Status, timeout time.Duration, how WaitMode) StatusCode
 		for _, s := range watched {
 			s.unwatch(w)
 		}
+		w.release()
 	}()
 	for _, s := range statuses {
 		if s.watch(w) {

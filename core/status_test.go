@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -256,4 +257,37 @@ func TestWaitEveryWaitsForAllAndSkipsNil(t *testing.T) {
 	require.Equal(t, ErrTimeout, WaitEvery([]*Status{late, failed}, -1), "the first failure in the order given")
 	require.Equal(t, StatusSuccess, WaitEvery([]*Status{nil, running}, -1))
 	require.Equal(t, StatusInProgress, WaitEvery([]*Status{NewStatus()}, time.Millisecond), "time ran out, no failure")
+}
+
+// Threads beyond GOMAXPROCS-1 that wait with BlockThread park instead, and
+// every slot is given back.
+func TestBlockThreadLeavesAProcessorFree(t *testing.T) {
+	n := 2*runtime.GOMAXPROCS(0) + 2
+	sts := make([]*Status, n)
+	var wg sync.WaitGroup
+	for i := range sts {
+		sts[i] = finished(StatusInProgress)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.Equal(t, StatusSuccess, sts[i].WaitThread(time.Hour))
+		}()
+	}
+	require.Eventually(t, func() bool {
+		for _, s := range sts {
+			s.mu.Lock()
+			k := len(s.watchers)
+			s.mu.Unlock()
+			if k == 0 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, time.Millisecond, "every waiter is waiting")
+	require.LessOrEqual(t, int(blockedThreads.Load()), runtime.GOMAXPROCS(0)-1)
+	for _, s := range sts {
+		s.Finish(StatusSuccess, "")
+	}
+	within(t, 10*time.Second, func() bool { wg.Wait(); return true })
+	require.Zero(t, blockedThreads.Load(), "every blocking slot given back")
 }

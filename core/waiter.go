@@ -1,6 +1,7 @@
 package core
 
 import (
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -19,8 +20,17 @@ const (
 	// scheduler hand the thread's processor away and, at the wake-up, hand
 	// one back through a second thread; blocking in the kernel is one
 	// wake-up from the goroutine that ends the transfer to the waiter.
+	//
+	// A thread blocked in the kernel keeps its processor (a P) until the
+	// scheduler's monitor takes it back, 20 µs to 10 ms later. So that one
+	// processor always stays free for the goroutines that complete
+	// transfers, at most GOMAXPROCS-1 threads block at once; further
+	// waiters park (as ParkGoroutine).
 	BlockThread
 )
+
+// blockedThreads counts the threads blocked in BlockThread waits.
+var blockedThreads atomic.Int32
 
 // waiter is one caller of Wait or WaitAll: each status it watches counts
 // it down as it ends, a failure ends the wait at once.
@@ -32,13 +42,23 @@ type waiter struct {
 	word   atomic.Uint32 // BlockThread: 1 once there is news (the futex word)
 }
 
+// newWaiter returns a waiter that sleeps as how says, or parks when no
+// thread may block now; release it once the wait is over.
 func newWaiter(how WaitMode) *waiter {
-	w := &waiter{how: how}
-	if how == ParkGoroutine || !haveFutex {
-		w.how = ParkGoroutine
-		w.ch = make(chan struct{}, 1)
+	if how == BlockThread && haveFutex {
+		if int(blockedThreads.Add(1)) < runtime.GOMAXPROCS(0) {
+			return &waiter{how: BlockThread}
+		}
+		blockedThreads.Add(-1)
 	}
-	return w
+	return &waiter{how: ParkGoroutine, ch: make(chan struct{}, 1)}
+}
+
+// release gives back the waiter's blocking slot.
+func (w *waiter) release() {
+	if w.how == BlockThread {
+		blockedThreads.Add(-1)
+	}
 }
 
 // ended is called by a status the waiter watches once it is terminal.
