@@ -845,7 +845,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="short CI run: few workloads, no page written")
     ap.add_argument("--systems", default=None, help="comma list of " + ",".join(ORDER))
-    ap.add_argument("--only", default=None, help="run only workloads whose name contains this")
+    ap.add_argument("--only", default=None, help="run only workloads whose name contains this "
+                    "(alternatives separated by |)")
     ap.add_argument("--no-conns", action="store_true", help="skip the connections section")
     ap.add_argument("--cell-time", type=float, default=None, help="seconds of timed batches per system per workload")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per workload")
@@ -896,7 +897,7 @@ def main() -> int:
             ap.error(f"unknown system {s}")
     systems = [s for s in ORDER if s in systems]
     if args.only:
-        wls = [w for w in wls if args.only in w.name]
+        wls = [w for w in wls if any(o in w.name for o in args.only.split("|"))]
     conn_wls = [] if args.no_conns else W.conns()
     if args.only:
         conn_wls = [w for w in conn_wls if args.only in w.name]
