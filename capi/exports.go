@@ -448,6 +448,7 @@ func mgo_engine_stats(h C.mg_engine_t, buf *C.char, capacity C.size_t, n *C.size
 	j, err := json.Marshal(map[string]any{
 		"key":                 eh.e.Key(),
 		"backend":             backend,
+		"rdma_fallback":       eh.e.RDMAFallback(),
 		"in_flight":           eh.e.InFlight(),
 		"regions":             eh.e.Registry().Len(),
 		"inbound_entries":     eh.e.Inbound().Len(),

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 
 	"github.com/mori-go/mori-go/core"
@@ -33,13 +34,20 @@ func decodeRDMAConfig(j RDMAConfigJSON, devices string) (rdma.Config, error) {
 // withRDMAConfigJSON lets factory f take an RDMAConfigJSON.
 func withRDMAConfigJSON(f engine.Factory, devices string) engine.Factory {
 	return func(env core.BackendEnv, cfg any) (core.Backend, error) {
+		named := ""
 		if j, ok := cfg.(RDMAConfigJSON); ok {
 			rc, err := decodeRDMAConfig(j, devices)
 			if err != nil {
 				return nil, err
 			}
-			cfg = rc
+			cfg, named = rc, rc.Devices
 		}
-		return f(env, cfg)
+		b, err := f(env, cfg)
+		if err != nil && named != "" && errors.Is(err, core.ErrNotSupported) {
+			// The user named the device (MORI_RDMA_DEVICES, SGLang's
+			// --disaggregation-ib-device): refuse rather than fall back to TCP.
+			return nil, core.Errorf(core.ErrRDMAOp, "RDMA device %q was named but is not usable: %v", named, err)
+		}
+		return b, err
 	}
 }

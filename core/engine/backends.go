@@ -78,7 +78,8 @@ func (e *Engine) createRDMA(cfg any) (core.Backend, error) {
 		if e.cfg.Mode == ModeRDMA {
 			return nil, core.Errorf(core.ErrBadState, "RDMA backend required but this build has no RDMA support")
 		}
-		e.log.Info("data plane: TCP (no RDMA support in this build)")
+		e.rdmaFallback = "this build has no RDMA support"
+		e.log.Warn("RDMA requested; serving TCP instead", "reason", e.rdmaFallback)
 		return e.createTCP()
 	}
 	b, err := rdma(e.env(core.BackendRDMA), cfg)
@@ -93,8 +94,17 @@ func (e *Engine) createRDMA(cfg any) (core.Backend, error) {
 		// A wrong configuration is reported, not papered over with TCP.
 		return nil, core.Errorf(core.ErrInvalidArgs, "create RDMA backend: %w", err)
 	}
-	e.log.Info("data plane: TCP (no usable RDMA device)", "reason", err.Error())
+	e.rdmaFallback = err.Error()
+	e.log.Warn("RDMA requested but no device is usable; serving TCP instead", "reason", e.rdmaFallback)
 	return e.createTCP()
+}
+
+// RDMAFallback says why an RDMA backend was asked for and TCP serves
+// instead ("" when that did not happen).
+func (e *Engine) RDMAFallback() string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.rdmaFallback
 }
 
 // IPC returns the same-host GPU path, or nil when the engine has none (no
@@ -125,6 +135,7 @@ func (e *Engine) RemoveBackend(t core.BackendType) error {
 		return nil
 	}
 	e.data = nil
+	e.rdmaFallback = ""
 	e.backends = slices.DeleteFunc(slices.Clone(e.backends), func(x core.Backend) bool { return x == b })
 	e.desc.Backends = slices.DeleteFunc(slices.Clone(e.desc.Backends), func(x core.BackendBlob) bool { return x.Type == t })
 	remotes := make([]*remote, 0, len(e.remotes))

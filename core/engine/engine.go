@@ -111,7 +111,9 @@ type Engine struct {
 	ipc      SameHost     // the same-host GPU path, nil without one
 	backends []core.Backend
 	remotes  map[string]*remote
-	closed   bool
+	// rdmaFallback is why RDMA was asked for and TCP serves ("" if not).
+	rdmaFallback string
+	closed       bool
 
 	// kept are the descriptors of registrations that did not fit the
 	// caller's buffer (see RegisterMemoryEncoded).

@@ -13,7 +13,7 @@ import threading
 from ctypes import c_int32, c_uint32, c_uint64
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
-from . import _lib
+from . import _lib, _moriio_env
 from .config import BackendConfig, IOEngineConfig, RdmaBackendConfig
 from .desc import EngineDesc, MemoryDesc
 from .enums import BackendType, MemoryLocationType, StatusCode, to_status_code
@@ -340,7 +340,7 @@ class IOEngine:
                     f"create_backend(RDMA): expected an RdmaBackendConfig, got {_type_name_of(config)}"
                 )
             config.validate()
-            cfg_json = json.dumps(config.to_json_dict()).encode()
+            cfg_json = json.dumps(_moriio_env.apply(config.to_json_dict())).encode()
         actual = c_uint32()
         _lib.raise_for(
             _lib.lib().mg_engine_create_backend(h, t, cfg_json, ctypes.byref(actual)),
@@ -364,6 +364,9 @@ class IOEngine:
             log.info(msg, *args)
         else:
             log.debug(msg, *args)
+        reason = self.stats().get("rdma_fallback") if requested == BackendType.RDMA else ""
+        if reason:
+            log.warning("mori-go engine %r: RDMA requested, serving %s instead: %s", self.key, chosen, reason)
 
     def remove_backend(self, type: Union[BackendType, int]) -> None:
         """Stop the data plane of this type, as MORI-IO: its transfers fail,
