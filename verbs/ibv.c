@@ -214,9 +214,11 @@ struct ibv_comp_channel *mg_create_comp_channel(mg_ibv *t, struct ibv_context *c
 
 int mg_destroy_comp_channel(mg_ibv *t, struct ibv_comp_channel *ch) { return t->destroy_comp_channel(ch); }
 
-struct ibv_cq *mg_create_cq(mg_ibv *t, struct ibv_context *ctx, int cqe, struct ibv_comp_channel *ch) {
-	return t->create_cq(ctx, cqe, NULL, ch, 0);
+struct ibv_cq *mg_create_cq(mg_ibv *t, struct ibv_context *ctx, int cqe, struct ibv_comp_channel *ch, int vector) {
+	return t->create_cq(ctx, cqe, NULL, ch, vector);
 }
+
+int mg_num_comp_vectors(struct ibv_context *ctx) { return ctx->num_comp_vectors; }
 
 int mg_destroy_cq(mg_ibv *t, struct ibv_cq *cq) { return t->destroy_cq(cq); }
 

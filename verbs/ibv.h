@@ -92,7 +92,8 @@ struct ibv_mr *mg_reg_dmabuf_mr(mg_ibv *t, struct ibv_pd *pd, uint64_t off, uint
 uint32_t mg_mr_lkey(struct ibv_mr *mr);
 uint32_t mg_mr_rkey(struct ibv_mr *mr);
 struct ibv_comp_channel *mg_create_comp_channel(mg_ibv *t, struct ibv_context *ctx);
-struct ibv_cq *mg_create_cq(mg_ibv *t, struct ibv_context *ctx, int cqe, struct ibv_comp_channel *ch);
+struct ibv_cq *mg_create_cq(mg_ibv *t, struct ibv_context *ctx, int cqe, struct ibv_comp_channel *ch, int vector);
+int mg_num_comp_vectors(struct ibv_context *ctx);
 struct ibv_qp *mg_create_qp(mg_ibv *t, struct ibv_pd *pd, struct ibv_cq *scq, struct ibv_cq *rcq,
 			    uint32_t max_send_wr, uint32_t max_recv_wr, uint32_t max_send_sge,
 			    uint32_t max_recv_sge, uint32_t max_inline);

@@ -242,14 +242,16 @@ func (c *ibvContext) CreateCompChannel() (CompChannel, error) {
 	return &ibvChannel{c: c, ch: ch, cqs: make(map[*C.struct_ibv_cq]*ibvCQ)}, nil
 }
 
-func (c *ibvContext) CreateCQ(cqe int, ch CompChannel) (CQ, error) {
+func (c *ibvContext) CompVectors() int { return max(1, int(C.mg_num_comp_vectors(c.ctx))) }
+
+func (c *ibvContext) CreateCQ(cqe int, ch CompChannel, vector int) (CQ, error) {
 	var cch *C.struct_ibv_comp_channel
 	var owner *ibvChannel
 	if ch != nil {
 		owner = ch.(*ibvChannel)
 		cch = owner.ch
 	}
-	cq, err := C.mg_create_cq(c.lib.t, c.ctx, C.int(cqe), cch)
+	cq, err := C.mg_create_cq(c.lib.t, c.ctx, C.int(cqe), cch, C.int(vector%c.CompVectors()))
 	if cq == nil {
 		return nil, nullErr(fmt.Sprintf("ibv_create_cq %s (%d entries)", c.name, cqe), err)
 	}

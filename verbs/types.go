@@ -39,8 +39,12 @@ type Context interface {
 	AllocPD() (PD, error)
 	CreateCompChannel() (CompChannel, error)
 	// CreateCQ creates a completion queue of at least cqe entries; ch may
-	// be nil (polling only).
-	CreateCQ(cqe int, ch CompChannel) (CQ, error)
+	// be nil (polling only). Its completion events are raised on
+	// interrupt vector (0..CompVectors()-1), which spreads event mode's
+	// interrupts over cores.
+	CreateCQ(cqe int, ch CompChannel, vector int) (CQ, error)
+	// CompVectors is the number of completion vectors (num_comp_vectors).
+	CompVectors() int
 	// WaitAsyncEvent waits up to timeout for an asynchronous event (a QP
 	// or CQ gone fatal, a port going down). ok is false on timeout.
 	WaitAsyncEvent(timeout time.Duration) (ev AsyncEvent, ok bool, err error)

@@ -146,7 +146,10 @@ func (c *conn) build() error {
 	if n.dev.MaxCQE > 0 {
 		cqe = min(cqe, n.dev.MaxCQE)
 	}
-	cq, err := n.ctx.CreateCQ(cqe, n.ch)
+	// Successive CQs take successive completion vectors, so that event
+	// mode's interrupts spread over cores.
+	vector := int(n.vectors.Add(1)-1) % n.ctx.CompVectors()
+	cq, err := n.ctx.CreateCQ(cqe, n.ch, vector)
 	if err != nil {
 		return err
 	}

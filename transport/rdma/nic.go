@@ -23,6 +23,8 @@ type nic struct {
 	mtu    verbs.MTU      // path MTU cap: the active MTU, or less if configured
 	addr   atomic.Pointer[nicAddr]
 	dead   atomic.Bool // the device reported IBV_EVENT_DEVICE_FATAL
+	// vectors counts the CQs created, to rotate their completion vectors.
+	vectors atomic.Uint32
 
 	qpns sync.Map // qpn -> *conn, for async events
 }

@@ -65,3 +65,19 @@ func TestTrafficClassAndServiceLevelAreChecked(t *testing.T) {
 		require.Equal(t, core.ErrInvalidArgs, core.CodeOf(err))
 	}
 }
+
+// The CQs of a NIC take successive completion vectors, so that in event
+// mode their interrupts spread over cores.
+func TestSimCQsRotateCompletionVectors(t *testing.T) {
+	o := engineOpts{cfg: defaultRDMA()}
+	o.cfg.PollCQMode = 1
+	p := newSimPair(t, o, sim.NIC{Name: "mlx5_0", CompVectors: 3})
+	d := p.ha.Device("mlx5_0")
+	seen := map[int]int{}
+	for _, qpn := range d.QPNums() {
+		v, ok := d.CompVectorOf(qpn)
+		require.True(t, ok)
+		seen[v]++
+	}
+	require.Len(t, seen, 3, "vectors used: %v", seen) // 8 QPs (4 each way) over 3 vectors
+}

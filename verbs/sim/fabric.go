@@ -43,6 +43,8 @@ type NIC struct {
 	MaxMsg    uint32    // max_msg_sz, default 1 GiB
 	PortDown  bool      // the port starts DOWN
 	NoIPv4GID bool      // RoCE: only link-local GIDs
+	// CompVectors is the number of completion vectors (default 8).
+	CompVectors int
 }
 
 // Fabric is a simulated RDMA network. Tests create one and hand its hosts
@@ -126,6 +128,9 @@ func (f *Fabric) AddHost(name string, nics ...NIC) *Host {
 		}
 		if spec.MaxMsg == 0 {
 			spec.MaxMsg = 1 << 30
+		}
+		if spec.CompVectors == 0 {
+			spec.CompVectors = 8
 		}
 		f.nextDev++
 		d := &Device{f: f, host: h, spec: spec, state: verbs.PortActive, ctxs: make(map[*context]bool), qps: make(map[uint32]*qp)}
@@ -338,6 +343,17 @@ func (d *Device) QPAttr(qpn uint32) (verbs.QPAttr, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.attr, true
+}
+
+// CompVectorOf returns the completion vector of the send CQ of a QP of d.
+func (d *Device) CompVectorOf(qpn uint32) (int, bool) {
+	d.mu.Lock()
+	q := d.qps[qpn]
+	d.mu.Unlock()
+	if q == nil {
+		return 0, false
+	}
+	return q.scq.vector, true
 }
 
 // Name returns the device name.

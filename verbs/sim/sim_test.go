@@ -36,7 +36,7 @@ func newEnd(t *testing.T, h *sim.Host, cqe, sq, rq int, ch verbs.CompChannel) *e
 	require.NoError(t, err)
 	e.pd, err = e.ctx.AllocPD()
 	require.NoError(t, err)
-	e.cq, err = e.ctx.CreateCQ(cqe, ch)
+	e.cq, err = e.ctx.CreateCQ(cqe, ch, 0)
 	require.NoError(t, err)
 	e.qp, err = e.pd.CreateQP(verbs.QPInitAttr{SendCQ: e.cq, RecvCQ: e.cq, MaxSendWR: sq, MaxRecvWR: rq, MaxSendSGE: 2, MaxRecvSGE: 1, MaxInlineData: 64})
 	require.NoError(t, err)

@@ -75,7 +75,14 @@ func (c *context) CreateCompChannel() (verbs.CompChannel, error) {
 	return &channel{events: make(chan verbs.CQ, 4096)}, nil
 }
 
-func (c *context) CreateCQ(cqe int, ch verbs.CompChannel) (verbs.CQ, error) {
+// CompVectors reports the NIC's completion vectors (NIC.CompVectors,
+// default 8).
+func (c *context) CompVectors() int { return c.d.spec.CompVectors }
+
+func (c *context) CreateCQ(cqe int, ch verbs.CompChannel, vector int) (verbs.CQ, error) {
+	if vector < 0 || vector >= c.d.spec.CompVectors {
+		return nil, fmt.Errorf("sim %s: create cq on completion vector %d of %d: %w", c.d.spec.Name, vector, c.d.spec.CompVectors, syscall.EINVAL)
+	}
 	if cqe <= 0 || cqe > 1<<22 {
 		return nil, fmt.Errorf("sim %s: create cq of %d entries: %w", c.d.spec.Name, cqe, syscall.EINVAL)
 	}
@@ -88,7 +95,7 @@ func (c *context) CreateCQ(cqe int, ch verbs.CompChannel) (verbs.CQ, error) {
 		cqe = min(cqe, f.cqCap)
 	}
 	f.mu.Unlock()
-	q := &cq{ctx: c, cap: cqe, qps: make(map[*qp]bool)}
+	q := &cq{ctx: c, cap: cqe, vector: vector, qps: make(map[*qp]bool)}
 	if ch != nil {
 		q.ch = ch.(*channel)
 	}
@@ -229,6 +236,7 @@ type cq struct {
 	ch      *channel
 	mu      sync.Mutex
 	cap     int
+	vector  int
 	q       []verbs.WorkCompletion
 	armed   bool
 	overrun bool
