@@ -267,15 +267,20 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	st := core.NewStatus()
 	t := &core.Transfer{Op: op, UID: rq.UID, Peer: rq.Remote.EngineKey, Remote: rq.Remote, Status: st}
 	data, peer, err := e.checkRequest(t, rq)
-	if err == nil {
-		err = e.flights.Add(t)
-	}
 	if err != nil {
 		t.FailErr(err)
 		return st
 	}
+	// Everything t carries is set before Flights.Add publishes it: from
+	// then on its deadline may end it, on the timer's goroutine, at any
+	// moment (the race detector caught OnDone appending while a timed-out
+	// transfer ran its OnDone functions).
 	t.Instance = e.instance.Add(1)
 	t.OnDone(func() { e.totals.count(t) })
+	if err := e.flights.Add(t); err != nil {
+		t.FailErr(err) // a duplicate uid in flight: counted as failed
+		return st
+	}
 	e.whenConnected(peer, func(err error) {
 		switch {
 		case err != nil:
