@@ -191,13 +191,19 @@ func (b *Backend) Close() error {
 func randomPSN() uint32 { return rand.Uint32() & 0xffffff }
 
 // backoff waits d or until the backend stops; it reports whether to go on.
-func (b *Backend) backoff(d time.Duration) bool {
+func (b *Backend) backoff(d time.Duration) bool { return b.backoffUntil(d, nil) }
+
+// backoffUntil waits d, or until the backend stops or gone is closed; it
+// reports whether to go on.
+func (b *Backend) backoffUntil(d time.Duration, gone <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
 	case <-b.stop:
+		return false
+	case <-gone:
 		return false
 	}
 }

@@ -13,6 +13,8 @@ type peer struct {
 	desc   core.EngineDesc
 	remote []NICInfo // the peer's NICs, from its engine blob
 
+	gone chan struct{} // closed when the peer is closed
+
 	mu     sync.Mutex
 	lanes  map[int]*lane       // by local NIC index
 	mrs    map[uint32]remoteMR // rkeys learned by MR_QUERY
@@ -111,7 +113,7 @@ func (b *Backend) AddPeer(desc core.EngineDesc) error {
 		old.close(core.Errorf(core.ErrConnection, "remote engine %q registered again", desc.Key))
 		old.rebuilds.Wait()
 	}
-	p := &peer{key: desc.Key, desc: desc, remote: remote, lanes: make(map[int]*lane), mrs: make(map[uint32]remoteMR)}
+	p := &peer{key: desc.Key, desc: desc, remote: remote, gone: make(chan struct{}), lanes: make(map[int]*lane), mrs: make(map[uint32]remoteMR)}
 	l := &lane{nic: n, ready: make(chan struct{})}
 	p.lanes[n.idx] = l
 	b.dial(p, l, connectFull)
@@ -299,6 +301,9 @@ func (b *Backend) RemovePeer(key string) {
 
 func (p *peer) close(err error) {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.gone) // a rebuild waiting to try again gives up now
+	}
 	p.closed = true
 	p.mu.Unlock()
 	for _, c := range p.allConns() {

@@ -106,7 +106,7 @@ func (c *conn) reconnect() {
 			c.lastErr = fmt.Errorf("rebuilding the queue pair failed: %w", err)
 		}
 		c.mu.Unlock()
-		if core.CodeOf(err) == core.ErrRemote || !c.b.backoff(wait) {
+		if core.CodeOf(err) == core.ErrRemote || !c.b.backoffUntil(wait, c.peerRef.gone) {
 			break
 		}
 		wait = min(2*wait, 5*time.Second)
