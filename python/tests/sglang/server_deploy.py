@@ -265,7 +265,10 @@ def pd_deployment(opts: ServerOptions, log_dir: str, backend: str = "mori", pref
     rport = free_port()
     argv = [sys.executable, "-m", "sglang_router.launch_router", "--pd-disaggregation",
             "--prefill", prefill.url, str(boot), "--decode", decode.url,
-            "--host", HOST, "--port", str(rport), *router_args]
+            "--host", HOST, "--port", str(rport),
+            # its metrics listener defaults to port 29000: two routers on one
+            # machine (two deployments, or tests next to a benchmark) collide
+            "--prometheus-host", HOST, "--prometheus-port", str(free_port()), *router_args]
     if mini_lb:
         argv.append("--mini-lb")
     router = Process(f"{prefix}-router", argv, server_env(opts.env), log_dir, f"http://{HOST}:{rport}")
@@ -285,7 +288,7 @@ def start_all(procs: Sequence[Process], timeout: float = 300.0) -> None:
     for r in routers:
         r.start()
     for r in routers:
-        r.wait_ready("/health", 60)
+        r.wait_ready("/health", timeout)
 
 
 def wait_router_workers(pd: PD, timeout: float = 120.0) -> None:
