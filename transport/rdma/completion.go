@@ -278,7 +278,7 @@ func statusHint(s verbs.WCStatus) string {
 	case verbs.WCLocLenErr:
 		return "local length error"
 	case verbs.WCRemInvReqErr:
-		return "the peer found the request invalid (length or opcode)"
+		return "the peer found the request invalid (length, opcode, or more RDMA READs in flight than it serves)"
 	case verbs.WCRemOpErr:
 		return "the peer could not complete the operation"
 	case verbs.WCWRFlushErr:

@@ -182,7 +182,8 @@ func (c *conn) build() error {
 	c.mu.Lock()
 	c.qp, c.cq, c.inline, c.state = qp, cq, inline, stateInit
 	a := n.address()
-	c.local = Endpoint{QPN: qp.Num(), PSN: randomPSN(), GID: a.gid.GID, LID: a.lid, Port: n.port, MTU: n.mtu, Link: n.link(), NIC: uint8(n.idx)}
+	c.local = Endpoint{QPN: qp.Num(), PSN: randomPSN(), GID: a.gid.GID, LID: a.lid, Port: n.port, MTU: n.mtu, Link: n.link(), NIC: uint8(n.idx),
+		ReadDepth: clampAtomic(n.dev.MaxQPRdAtom)}
 	c.sgid = uint8(a.gid.Index)
 	c.mu.Unlock()
 	c.b.byCQ.Store(cq, c)
@@ -211,7 +212,7 @@ func (c *conn) destroy() {
 	}
 }
 
-func clampAtomic(v int) uint8 { return uint8(max(1, min(v, 16))) }
+func clampAtomic(v int) uint8 { return uint8(max(1, min(v, maxReadDepth))) }
 
 // connect moves the QP from INIT to RTR and RTS against the remote
 // endpoint and, on a target, posts the receive buffers.
@@ -230,7 +231,7 @@ func (c *conn) connect(r Endpoint) error {
 	}
 	rtr := verbs.QPAttr{
 		State: verbs.QPRTR, PathMTU: min(local.MTU, r.MTU), DestQPN: r.QPN, RQPSN: r.PSN,
-		MaxDestRdAtom: clampAtomic(n.dev.MaxQPRdAtom), MinRNRTimer: s.MinRNRTimer,
+		MaxDestRdAtom: local.ReadDepth, MinRNRTimer: s.MinRNRTimer,
 		AH: verbs.AHAttr{Port: n.port, SL: s.ServiceLevel, DLID: r.LID},
 	}
 	if local.Link == verbs.LinkEthernet || r.LID == 0 {
@@ -243,7 +244,7 @@ func (c *conn) connect(r Endpoint) error {
 	if err := qp.Modify(&rtr, verbs.QPMaskRTR); err != nil {
 		return core.Errorf(core.ErrRDMAOp, "qp %d to %q: INIT to RTR: %w", c.idx, c.peer, err)
 	}
-	rts := verbs.QPAttr{State: verbs.QPRTS, Timeout: s.Timeout, RetryCnt: s.RetryCnt, RNRRetry: s.RNRRetry, SQPSN: local.PSN, MaxRdAtomic: clampAtomic(n.dev.MaxQPInitRdAtom)}
+	rts := verbs.QPAttr{State: verbs.QPRTS, Timeout: s.Timeout, RetryCnt: s.RetryCnt, RNRRetry: s.RNRRetry, SQPSN: local.PSN, MaxRdAtomic: min(clampAtomic(n.dev.MaxQPInitRdAtom), r.ReadDepth)}
 	if err := qp.Modify(&rts, verbs.QPMaskRTS); err != nil {
 		return core.Errorf(core.ErrRDMAOp, "qp %d to %q: RTR to RTS: %w", c.idx, c.peer, err)
 	}

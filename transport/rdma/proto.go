@@ -27,7 +27,8 @@ import (
 //	OK         (empty)
 //	ABORT      n u16 | n × (uid u64 | instance u64 | parts u32) | reason length u16 | reason
 //
-//	endpoint:  qpn u32 | psn u32 | gid [16] | lid u16 | port u8 | mtu u8 | link u8 | nic u8
+//	endpoint:  qpn u32 | psn u32 | gid [16] | lid u16 | port u8 | mtu u8 | link u8 | nic u8 |
+//	           read depth u8 (1..16: the RDMA READs its QP serves at once as responder)
 //
 // Memory blob (in MemoryDesc):  version u8 | n u8 | n × (rkey u32 | iova u64)
 // Engine blob (in EngineDesc):  version u8 | n u8 | n × (gid [16] | lid u16 | port u8 |
@@ -38,15 +39,17 @@ import (
 
 const (
 	protoMagic = "MGR"
-	// protoVersion 2 added the memory token to MR_QUERY.
-	protoVersion = 2
+	// protoVersion 2 added the memory token to MR_QUERY, 3 the read depth
+	// to the endpoint.
+	protoVersion = 3
 	blobVersion  = 1
 
 	// MaxQPsPerPeer bounds qp_per_transfer and the QPs a peer may ask for.
 	MaxQPsPerPeer = 64
 	// MaxNICs bounds the NICs one engine uses.
 	MaxNICs       = 16
-	endpointLen   = 30
+	endpointLen   = 31
+	maxReadDepth  = 16
 	notifyMagic   = 0x474d // "MG"
 	notifyLen     = 28
 	maxDeviceName = 64
@@ -92,6 +95,10 @@ type Endpoint struct {
 	MTU  verbs.MTU
 	Link verbs.LinkLayer
 	NIC  uint8 // index of the NIC in the sender's list
+	// ReadDepth is the RDMA READs (and atomics) the QP serves at once as a
+	// responder (its max_dest_rd_atomic): the peer's initiator depth
+	// (max_rd_atomic) must not exceed it.
+	ReadDepth uint8
 }
 
 // qpEndpoint is an endpoint of the QP with a given index in a peer's set.
@@ -190,6 +197,7 @@ func (w *writer) endpoint(e Endpoint) {
 	w.u8(uint8(e.MTU))
 	w.u8(uint8(e.Link))
 	w.u8(e.NIC)
+	w.u8(e.ReadDepth)
 }
 
 func (r *reader) endpoint() Endpoint {
@@ -202,6 +210,7 @@ func (r *reader) endpoint() Endpoint {
 	e.MTU = verbs.MTU(r.u8("mtu"))
 	e.Link = verbs.LinkLayer(r.u8("link layer"))
 	e.NIC = r.u8("nic")
+	e.ReadDepth = r.u8("read depth")
 	if r.err != nil {
 		return e
 	}
@@ -218,6 +227,8 @@ func (r *reader) endpoint() Endpoint {
 		r.fail("link layer %d", e.Link)
 	case e.NIC >= MaxNICs:
 		r.fail("nic %d, at most %d", e.NIC, MaxNICs-1)
+	case e.ReadDepth == 0 || e.ReadDepth > maxReadDepth:
+		r.fail("read depth %d, want 1..%d", e.ReadDepth, maxReadDepth)
 	}
 	return e
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/mori-go/mori-go/verbs"
 )
 
-var testEndpoint = Endpoint{QPN: 0x1234, PSN: 0xabcdef, GID: verbs.GID{0xfe, 0x80, 15: 1}, LID: 7, Port: 1, MTU: verbs.MTU4096, Link: verbs.LinkEthernet, NIC: 1}
+var testEndpoint = Endpoint{QPN: 0x1234, PSN: 0xabcdef, GID: verbs.GID{0xfe, 0x80, 15: 1}, LID: 7, Port: 1, MTU: verbs.MTU4096, Link: verbs.LinkEthernet, NIC: 1, ReadDepth: 16}
 
 // seedMessages are valid messages of every type; the fuzz targets start
 // from them (and from the corpus in testdata/fuzz).

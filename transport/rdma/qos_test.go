@@ -2,6 +2,7 @@ package rdma_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -80,4 +81,23 @@ func TestSimCQsRotateCompletionVectors(t *testing.T) {
 		seen[v]++
 	}
 	require.Len(t, seen, 3, "vectors used: %v", seen) // 8 QPs (4 each way) over 3 vectors
+}
+
+// A requester may not have more READs in flight than its responder serves:
+// each side's max_rd_atomic is capped by the peer's max_dest_rd_atomic,
+// which the endpoint carries (a NIC of another generation may serve fewer).
+func TestSimReadDepthIsNegotiated(t *testing.T) {
+	fab := sim.NewFabric(sim.Config{})
+	a := newSimEngine(t, "prefill", fab.AddHost("a", sim.NIC{Name: "mlx5_0", ReadDepth: 16}), engineOpts{cfg: defaultRDMA()})
+	b := newSimEngine(t, "decode", fab.AddHost("b", sim.NIC{Name: "mlx5_0", ReadDepth: 8}), engineOpts{cfg: defaultRDMA()})
+	require.NoError(t, a.RegisterRemoteEngine(b.Desc()))
+	require.NoError(t, b.RegisterRemoteEngine(a.Desc()))
+	ma, mb := alloc(t, 1<<16), alloc(t, 1<<16)
+	fill(mb.Bytes(), 6)
+	da, db := register(t, a, ma), register(t, b, mb)
+	st := read(t, a, 1, da, db, core.Range{Size: 1 << 16})
+	require.Equal(t, core.StatusSuccess, st.Wait(10*time.Second), st.Message())
+	require.Equal(t, mb.Bytes(), ma.Bytes())
+	st = read(t, b, 1, db, da, core.Range{Size: 1 << 16})
+	require.Equal(t, core.StatusSuccess, st.Wait(10*time.Second), st.Message())
 }

@@ -183,8 +183,20 @@ func (q *qp) rdma(peer *qp, w *verbs.SendWR, local [][]byte, total uint64, recv 
 	}
 	m := peer.pd.lookup(w.RKey)
 	peer.mu.Lock()
-	qpAccess := peer.attr.Access
+	qpAccess, depth := peer.attr.Access, peer.attr.MaxDestRdAtom
 	peer.mu.Unlock()
+	if w.Opcode == verbs.OpRDMARead {
+		q.mu.Lock()
+		mine := q.attr.MaxRdAtomic
+		q.mu.Unlock()
+		if mine > depth {
+			// More READs may be in flight than the responder serves.
+			if needRecv {
+				peer.requeueRecv(recv)
+			}
+			return verbs.WCRemInvReqErr, 0
+		}
+	}
 	var remote []byte
 	okm := m != nil && m.access&want != 0 && qpAccess&want != 0
 	if okm {

@@ -45,6 +45,11 @@ type NIC struct {
 	NoIPv4GID bool      // RoCE: only link-local GIDs
 	// CompVectors is the number of completion vectors (default 8).
 	CompVectors int
+	// ReadDepth is max_qp_rd_atom and max_qp_init_rd_atom: the RDMA READs
+	// a QP serves as responder, and issues as requester, at once (default
+	// 16). A requester whose max_rd_atomic exceeds its responder's
+	// max_dest_rd_atomic has its READs refused (IBV_WC_REM_INV_REQ_ERR).
+	ReadDepth int
 }
 
 // Fabric is a simulated RDMA network. Tests create one and hand its hosts
@@ -131,6 +136,9 @@ func (f *Fabric) AddHost(name string, nics ...NIC) *Host {
 		}
 		if spec.CompVectors == 0 {
 			spec.CompVectors = 8
+		}
+		if spec.ReadDepth == 0 {
+			spec.ReadDepth = 16
 		}
 		f.nextDev++
 		d := &Device{f: f, host: h, spec: spec, state: verbs.PortActive, ctxs: make(map[*context]bool), qps: make(map[uint32]*qp)}

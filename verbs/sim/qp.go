@@ -115,10 +115,16 @@ func (q *qp) Modify(a *verbs.QPAttr, mask verbs.QPAttrMask) error {
 		if err == nil {
 			err = q.checkAH(a)
 		}
+		if err == nil && int(a.MaxDestRdAtom) > q.d.spec.ReadDepth {
+			err = einval("modify qp %d to RTR: max_dest_rd_atomic %d above the device's %d", q.num, a.MaxDestRdAtom, q.d.spec.ReadDepth)
+		}
 	case cur == verbs.QPRTR && a.State == verbs.QPRTS:
 		err = need(verbs.QPAttrState|verbs.QPAttrTimeout|verbs.QPAttrRetryCnt|verbs.QPAttrRNRRetry|verbs.QPAttrSQPSN|verbs.QPAttrMaxQPRdAtomic, "RTS")
 		if err == nil && (a.RetryCnt > 7 || a.RNRRetry > 7) {
 			err = einval("modify qp %d to RTS: retry %d rnr retry %d", q.num, a.RetryCnt, a.RNRRetry)
+		}
+		if err == nil && int(a.MaxRdAtomic) > q.d.spec.ReadDepth {
+			err = einval("modify qp %d to RTS: max_rd_atomic %d above the device's %d", q.num, a.MaxRdAtomic, q.d.spec.ReadDepth)
 		}
 	case cur == verbs.QPRTS && a.State == verbs.QPRTS:
 	default:

@@ -35,7 +35,7 @@ func (c *context) raise(ev verbs.AsyncEvent) {
 func (c *context) Name() string { return c.d.spec.Name }
 
 func (c *context) QueryDevice() (verbs.DeviceAttr, error) {
-	return verbs.DeviceAttr{PhysPortCnt: 1, MaxQPWR: c.d.spec.MaxQPWR, MaxSGE: 30, MaxCQE: 1 << 22, MaxQPRdAtom: 16, MaxQPInitRdAtom: 16}, nil
+	return verbs.DeviceAttr{PhysPortCnt: 1, MaxQPWR: c.d.spec.MaxQPWR, MaxSGE: 30, MaxCQE: 1 << 22, MaxQPRdAtom: c.d.spec.ReadDepth, MaxQPInitRdAtom: c.d.spec.ReadDepth}, nil
 }
 
 func (c *context) QueryPort(port uint8) (verbs.PortAttr, error) {
