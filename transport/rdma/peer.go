@@ -126,8 +126,12 @@ func (b *Backend) AddPeer(desc core.EngineDesc) error {
 		p.close(core.Errorf(core.ErrBadState, "rdma backend closed"))
 		return core.Errorf(core.ErrBadState, "rdma backend closed")
 	}
+	raced := b.peers[desc.Key] // registered again meanwhile
 	b.peers[desc.Key] = p
 	b.mu.Unlock()
+	if raced != nil {
+		raced.close(core.Errorf(core.ErrConnection, "remote engine %q registered again", desc.Key))
+	}
 	b.log.Debug("rdma: peer connected", "peer", desc.Key, "qps", len(l.conns), "device", n.name)
 	return nil
 }
