@@ -23,6 +23,7 @@ type Backend struct {
 	blob []byte
 
 	targetMu sync.Mutex // serializes CONNECTs
+	adding   sync.Map   // peer key -> *sync.Mutex held while AddPeer connects it
 	mu       sync.Mutex
 	peers    map[string]*peer               // this engine as initiator
 	targets  map[string]map[targetKey]*conn // this engine as target: peer -> its lane and QP index -> conn

@@ -105,6 +105,11 @@ func (b *Backend) AddPeer(desc core.EngineDesc) error {
 	if err != nil {
 		return core.Errorf(core.ErrRDMAOp, "rdma: connect to %q: %w", desc.Key, err)
 	}
+	// One registration of a peer at a time: a second one's full CONNECT
+	// would drop the first's QPs at the peer.
+	lock, _ := b.adding.LoadOrStore(desc.Key, &sync.Mutex{})
+	lock.(*sync.Mutex).Lock()
+	defer lock.(*sync.Mutex).Unlock()
 	b.mu.Lock()
 	old := b.peers[desc.Key]
 	delete(b.peers, desc.Key)
@@ -126,12 +131,8 @@ func (b *Backend) AddPeer(desc core.EngineDesc) error {
 		p.close(core.Errorf(core.ErrBadState, "rdma backend closed"))
 		return core.Errorf(core.ErrBadState, "rdma backend closed")
 	}
-	raced := b.peers[desc.Key] // registered again meanwhile
 	b.peers[desc.Key] = p
 	b.mu.Unlock()
-	if raced != nil {
-		raced.close(core.Errorf(core.ErrConnection, "remote engine %q registered again", desc.Key))
-	}
 	b.log.Debug("rdma: peer connected", "peer", desc.Key, "qps", len(l.conns), "device", n.name)
 	return nil
 }
