@@ -264,3 +264,18 @@ func TestSimEventModeFaultsAndRecovery(t *testing.T) {
 	usableAgain(t, p, sd, dd, &uid)
 	require.Equal(t, core.StatusSuccess, inbound(t, p.b, p.a.Key(), uid).Code)
 }
+
+// Registering a peer twice at once leaves one working connection: the
+// second full CONNECT must not drop the QPs of the one that is kept.
+func TestSimConcurrentRegistrationOfOnePeer(t *testing.T) {
+	p, sd, dd := pairWithMemory(t, engineOpts{})
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func() { errs <- p.a.RegisterRemoteEngine(p.b.Desc()) }()
+	}
+	for i := 0; i < 4; i++ {
+		require.NoError(t, <-errs)
+	}
+	st := write(t, p.a, 1, sd, dd, core.Range{Size: 4096})
+	require.Equal(t, core.StatusSuccess, st.Wait(10*time.Second), st.Message())
+}
