@@ -896,11 +896,11 @@ def main() -> int:
         if s not in LABELS:
             ap.error(f"unknown system {s}")
     systems = [s for s in ORDER if s in systems]
-    if args.only:
-        wls = [w for w in wls if any(o in w.name for o in args.only.split("|"))]
     conn_wls = [] if args.no_conns else W.conns()
     if args.only:
-        conn_wls = [w for w in conn_wls if args.only in w.name]
+        wanted = args.only.split("|")
+        wls = [w for w in wls if any(o in w.name for o in wanted)]
+        conn_wls = [w for w in conn_wls if any(o in w.name for o in wanted)]
     if not os.access(args.cbench, os.X_OK):
         log(f"bench: {args.cbench} missing: build it with scripts/bench.sh")
         return 2
