@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,7 +101,11 @@ func TestBreakdown(t *testing.T) {
 	}
 	require.NoError(t, a.RegisterRemoteEngine(ed))
 
+	fmt.Fprintln(stdin, "start")
+	next("breakdown-started")
+	switches := contextSwitches()
 	err = breakdownWrites(a, sd, dd, n+breakdownWarmup, size)
+	switches = contextSwitches() - switches
 	require.NoError(t, err)
 	var marks [lattrace.NumSteps][]int64
 	for s := range lattrace.NumSteps {
@@ -112,7 +117,11 @@ func TestBreakdown(t *testing.T) {
 	for s, v := range theirs {
 		marks[s] = v
 	}
+	targetSwitches, err := strconv.ParseInt(next("breakdown-switches "), 10, 64)
+	require.NoError(t, err)
 	table := breakdownTable(marks, n, size)
+	table += fmt.Sprintf("| thread switches per write, initiator + target process | %.1f + %.1f |\n",
+		float64(switches)/float64(n+breakdownWarmup), float64(targetSwitches)/float64(n+breakdownWarmup))
 	t.Log("\n" + table)
 	if out := os.Getenv("MORI_BREAKDOWN_OUT"); out != "" {
 		require.NoError(t, os.WriteFile(out, []byte(table), 0o644))
@@ -158,8 +167,14 @@ func breakdownTarget(t *testing.T) {
 	require.NoError(t, err)
 	fmt.Printf("breakdown-target %x %x\n", eb, mb)
 	in := bufio.NewScanner(os.Stdin)
+	var switches int64
 	for in.Scan() && in.Text() != "dump" {
+		if in.Text() == "start" {
+			switches = contextSwitches()
+			fmt.Println("breakdown-started")
+		}
 	}
+	switches = contextSwitches() - switches
 	m := map[lattrace.Step][]int64{}
 	for _, s := range []lattrace.Step{lattrace.TargetWake, lattrace.TargetCheck, lattrace.TargetLand, lattrace.AckOut} {
 		m[s] = lattrace.Marks(s)
@@ -167,6 +182,17 @@ func breakdownTarget(t *testing.T) {
 	j, err := json.Marshal(m)
 	require.NoError(t, err)
 	fmt.Printf("breakdown-marks %s\n", j)
+	fmt.Printf("breakdown-switches %d\n", switches)
+}
+
+// contextSwitches returns the context switches of this process's threads
+// so far, voluntary (a thread sleeps) and not.
+func contextSwitches() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Nvcsw + ru.Nivcsw
 }
 
 // breakdownTable is the median time of each step since the step before

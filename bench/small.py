@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Small transfers (issue 16): the targets, checked on a benchmark run, and
+the latency breakdown of one 4 KiB write before and after.
+
+    python bench/small.py            rewrite the section of docs/benchmarks.md
+
+Reads what scripts/small-transfers.sh measured: bench/results/small.json
+(bench/run.py on the small-transfer workloads, one interleaved run) and
+bench/results/breakdown-{before,after}.md (scripts/latency-breakdown.sh at
+the commit before the work and at the current one, run in alternation).
+The section sits below bench/run.py's keep marker, between its own
+markers, so that a full benchmark run keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+PAGE = os.path.join(ROOT, "docs", "benchmarks.md")
+KEEP_MARKER = "<!-- sections below: written by other commands, kept by bench/run.py -->"
+BEGIN = "<!-- small transfers: begin (bench/small.py; scripts/small-transfers.sh) -->"
+END = "<!-- small transfers: end -->"
+
+# Workloads of the targets, as bench/workloads.py names them.
+WORKLOADS = "4 KiB x|1 KiB x 8192|MiB x"
+
+
+def fmt_t(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+class Run:
+    def __init__(self, path: str) -> None:
+        with open(path) as f:
+            d = json.load(f)
+        self.meta = d["meta"]
+        self.idx: Dict[Tuple[str, str], dict] = {}
+        for r in d["results"]:
+            if r.get("conns", 4) == 4 and "p50" in r:
+                self.idx[(r["workload"], r["system"])] = r
+
+    def p50(self, workload: str, system: str) -> Optional[float]:
+        r = self.idx.get((workload, system))
+        return r["p50"] if r else None
+
+
+def check_rows(run: Run) -> List[str]:
+    """One table row per target and system: the figure, the bound, met or
+    by how much it is missed."""
+    rows = []
+
+    def row(what: str, system: str, value: Optional[float], want: str, ok: Optional[bool], miss: str) -> None:
+        label = {"mori-c": "C ABI", "mori-py": "Python"}.get(system, system)
+        if value is None:
+            rows.append(f"| {what} | {label} | not measured | {want} | – |")
+            return
+        verdict = "met" if ok else f"**missed**: {miss}"
+        rows.append(f"| {what} | {label} | {value:.2f}x | {want} | {verdict} |")
+
+    raw1 = run.p50("4 KiB x 1", "raw")
+    for system, bound in (("mori-c", 1.5), ("mori-py", 2.0)):
+        p = run.p50("4 KiB x 1", system)
+        x = p / raw1 if p and raw1 else None
+        ok = x is not None and x <= bound
+        row("4 KiB x 1: latency over raw sockets'", system, x, f"≤ {bound}x",
+            ok, f"{x / bound:.1f} times the bound ({fmt_t(p)} against {fmt_t(raw1)})" if x else "")
+        for peer in ("nixl", "mooncake"):
+            q = run.p50("4 KiB x 1", peer)
+            if p and q:
+                y = p / q
+                row(f"4 KiB x 1: latency over {peer.capitalize() if peer != 'nixl' else 'NIXL'}'s", system, y,
+                    "< 1x", y < 1, f"{fmt_t(p)} against {fmt_t(q)}")
+    thr = [("4 KiB x 10", 0.7), ("4 KiB x 1000", 0.9), ("4 KiB x 10000", 0.9), ("1 KiB x 8192", 0.9),
+           ("1 MiB x 32 over 4 targets", 0.9), ("4 KiB x 4096 over 4 targets", 0.9),
+           ("1 MiB x 32", 0.95), ("4 MiB x 8", 0.95), ("16 MiB x 2", 0.95), ("64 MiB x 1", 0.95)]
+    for w, bound in thr:
+        raw = run.p50(w, "raw")
+        for system in ("mori-c", "mori-py"):
+            p = run.p50(w, system)
+            x = raw / p if p and raw else None
+            row(f"{w}: throughput over raw sockets'", system, x, f"≥ {bound}x",
+                x is not None and x >= bound, f"{bound - x:.2f} short ({fmt_t(p)} against {fmt_t(raw)})" if x else "")
+    for n in (10, 100, 1000, 10000):
+        w = f"4 KiB x {n}"
+        c, p = run.p50(w, "mori-c"), run.p50(w, "mori-py")
+        x = p / c if p and c else None
+        row(f"{w}: Python latency over the C ABI's", "mori-py", x, "≤ 1.3x", x is not None and x <= 1.3,
+            f"{fmt_t(p)} against {fmt_t(c)}" if x else "")
+    return rows
+
+
+def latency_rows(run: Run) -> List[str]:
+    systems = ["raw", "mori-c", "mori-py", "mooncake", "nixl"]
+    out = ["| workload | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+    names = sorted({w for (w, _) in run.idx}, key=_order)
+    for w in names:
+        cells = []
+        for s in systems:
+            p = run.p50(w, s)
+            cells.append(fmt_t(p) if p else "–")
+        out.append(f"| {w} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _order(name: str) -> Tuple[int, float, int]:
+    # size sweep-like order: range size, then count, targets last
+    parts = name.split()
+    unit = {"KiB": 1 << 10, "MiB": 1 << 20}.get(parts[1], 1)
+    return (1 if "targets" in name else 0, float(parts[0]) * unit, int(parts[3]))
+
+
+def breakdown(name: str) -> List[str]:
+    path = os.path.join(RESULTS, f"breakdown-{name}.md")
+    if not os.path.exists(path):
+        return [f"(no {path})"]
+    with open(path) as f:
+        return [ln for ln in f.read().splitlines() if ln.startswith("|")]
+
+
+def section() -> List[str]:
+    run = Run(os.path.join(RESULTS, "small.json"))
+    m = run.meta
+    L = [BEGIN, "", "## Small transfers (issue 16)", ""]
+    L.append("Written by `scripts/small-transfers.sh` (`bench/small.py`): one interleaved run of "
+             "`bench/run.py` on the small-transfer workloads and the latency breakdown of one 4 KiB write, "
+             "before and after; do not edit by hand. These machines are shared (2 cores, several engineers' "
+             "builds): read the ratios, not the absolute times.")
+    L.append("")
+    L.append(f"This run: `{' '.join(m['argv'])}` at commit {m['machine']['commit']}, {m['machine']['date']}, "
+             f"load average {m['load_start']} at start, {m['load_end']} at end.")
+    L.append("")
+    L.append("### Targets")
+    L.append("")
+    L.append("| target | API | measured | bound | verdict |")
+    L.append("|---|---|---|---|---|")
+    L += check_rows(run)
+    L.append("")
+    L.append("### p50 batch latency, same run")
+    L.append("")
+    L += latency_rows(run)
+    L.append("")
+    L.append("### Where the time of one 4 KiB write goes")
+    L.append("")
+    L.append("`scripts/latency-breakdown.sh`: a 4 KiB write from an engine to an engine in another process, "
+             "one at a time from a thread-locked goroutine, timestamps (`internal/lattrace`, build tag "
+             "`latencytrace`) at each step; the median of each step (time since the step before) over 3000 "
+             "writes, and the median of the whole (not the sum of the medians). *Before*: the commit before "
+             "this work, waiting as the C ABI then did (a goroutine parked on a channel); *after*: the current "
+             "tree, waiting as the C ABI now does. Run in alternation, the run with the median total of each "
+             "kept.")
+    L.append("")
+    before, after = breakdown("before"), breakdown("after")
+    if len(before) == len(after) and len(after) > 2:
+        L.append("| step | before, µs | after, µs |")
+        L.append("|---|---|---|")
+        for b, a in zip(before[2:], after[2:]):
+            step = b.split("|")[1].strip()
+            L.append(f"| {step} | {b.split('|')[2].strip()} | {a.split('|')[2].strip()} |")
+    else:
+        L += ["Before:", ""] + before + ["", "After:", ""] + after
+    L.append("")
+    notes = os.path.join(RESULTS, "small-notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            L.append(f.read().rstrip())
+        L.append("")
+    L.append(END)
+    return L
+
+
+def pick(tmp: str) -> None:
+    """Of the breakdown tables in tmp (before-N.md, after-N.md), keep for
+    each tree the one with the median total as breakdown-{before,after}.md."""
+    for v in ("before", "after"):
+        runs = []
+        for name in sorted(os.listdir(tmp)):
+            if name.startswith(v + "-") and name.endswith(".md"):
+                with open(os.path.join(tmp, name)) as f:
+                    text = f.read()
+                line = next(ln for ln in text.splitlines() if "submit to waiter" in ln)
+                total = float(line.split("|")[2].strip(" *"))
+                runs.append((total, text))
+        runs.sort(key=lambda t: t[0])
+        with open(os.path.join(RESULTS, f"breakdown-{v}.md"), "w") as f:
+            f.write(runs[len(runs) // 2][1])
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--pick":
+        pick(sys.argv[2])
+        return 0
+    with open(PAGE) as f:
+        page = f.read()
+    text = "\n".join(section()) + "\n"
+    if BEGIN in page and END in page:
+        i, j = page.index(BEGIN), page.index(END) + len(END)
+        page = page[:i] + text.rstrip("\n") + page[j:]
+    else:
+        if KEEP_MARKER not in page:
+            page = page.rstrip("\n") + "\n\n" + KEEP_MARKER + "\n"
+        i = page.index(KEEP_MARKER) + len(KEEP_MARKER)
+        page = page[:i] + "\n\n" + text + page[i:]
+    with open(PAGE, "w") as f:
+        f.write(page)
+    sys.stderr.write(f"small.py: wrote the small-transfer section of {os.path.relpath(PAGE, ROOT)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
