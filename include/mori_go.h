@@ -83,7 +83,9 @@ const char *mg_last_error(void);
 /* Create an engine. config_json is a JSON object: {"key": "...", "host":
  * "10.0.0.1", "port": 0, "secret": "", "backend": "auto|tcp|rdma",
  * "transfer_timeout_ms": 60000, "log_level": "warn", "tcp": {"streams": 4,
- * "chunk_size": 1048576}, "rdma_devices": ""}. Only "key" is required. */
+ * "chunk_size": 1048576}, "rdma_devices": "", "tls": {"cert": "engine.crt",
+ * "key": "engine.key", "ca": "ca.crt"}}. Only "key" is required; "tls"
+ * (PEM files, all three) turns on TLS 1.3 on the data plane (docs/security.md). */
 int mg_engine_create(const char *config_json, mg_engine_t *out);
 int mg_engine_destroy(mg_engine_t engine);
 /* Start the data plane; *actual receives the backend type in use. */
@@ -148,7 +150,8 @@ int mg_pop_notifications(mg_engine_t engine, uint8_t *buf, size_t cap, size_t *l
 int mg_desc_to_json(const uint8_t *desc, size_t len, char *buf, size_t cap, size_t *out_len);
 
 /* Counters as JSON text: in-flight transfers, registered regions, inbound
- * entries, backend. */
+ * entries, backend; access_denied (accesses with a wrong memory token) and
+ * streams_refused (data streams refused) among them. */
 int mg_engine_stats(mg_engine_t engine, char *buf, size_t cap, size_t *len);
 
 #ifdef __cplusplus

@@ -642,7 +642,9 @@ class IOEngine:
         """Engine counters: backend, in-flight transfers, registered regions,
         inbound entries, live handles; what this engine's transfers moved:
         bytes_written, bytes_read (of transfers that succeeded),
-        transfers_succeeded, transfers_failed (mori-go)."""
+        transfers_succeeded, transfers_failed; what it refused to peers:
+        access_denied (accesses with a wrong memory token), streams_refused
+        (data streams not admitted, over a limit, or failing TLS) (mori-go)."""
         h = self._handle()
         return json.loads(_lib.call_sized(_lib.lib().mg_engine_stats, h, initial=512, what="stats"))
 
