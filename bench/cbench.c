@@ -676,6 +676,23 @@ static int role_mg_init(size_t ssize, int streams) {
         if (mg_engine_register_remote(e, ed, el)) MGDIE("mg_engine_register_remote");
         s = end + 1;
       }
+      /* Registration connects in the background: wait for every target (one
+       * byte each; targets clear their buffer before each workload) before
+       * answering, since the harness may stop this process right after. */
+      for (int t = 0; t < nt; t++) {
+        uint32_t code = 1;
+        for (int attempt = 0; attempt < 20 && code != MG_OK; attempt++) {
+          uint64_t uid, zero = 0, one = 1;
+          mg_allocate_uid(e, &uid);
+          mg_transfer_t x = {lmd, lml, rmd[t], rml[t], &zero, &zero, &one, 1, uid};
+          mg_status_t st;
+          if (mg_submit(e, MG_OP_WRITE, &x, 1, &st)) MGDIE("mg_submit");
+          mg_status_wait(st, 30000, &code);
+          mg_status_release(st);
+          if (code != MG_OK) usleep(250000);
+        }
+        if (code != MG_OK) die("no connection to target %d (code %u)", t, code);
+      }
       reply("ok");
     } else if (sscanf(line, "layout %3999s", path) == 1) {
       layout_free(&l);

@@ -198,6 +198,18 @@ class MoriInit(Initiator):
             e, md = t.split(",")
             self.eng.register_remote_engine(EngineDesc.unpack(bytes.fromhex(e)))
             self.rmds.append(MemoryDesc.unpack(bytes.fromhex(md)))
+        # register_remote_engine connects in the background: wait for every
+        # peer (one byte each; targets clear their buffer before each
+        # workload) before answering, since the harness may stop this
+        # process with SIGSTOP right after.
+        for rmd in self.rmds:
+            for attempt in range(20):
+                st = self.eng.write(self.lmd, 0, rmd, 0, 1, self.eng.allocate_transfer_uid())
+                if st.Wait() == self.SUCCESS:
+                    break
+                time.sleep(0.25)
+            else:
+                raise RuntimeError(f"no connection to a target: {st.Message()}")
 
     def layout(self, peers) -> None:
         self.lmds = [self.lmd] * len(peers)
