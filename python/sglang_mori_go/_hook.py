@@ -12,9 +12,18 @@ start-up):
   installed (or absent).
 * ``MORI_GO_SHADOW_MORI=1``: it always answers with mori-go's ``mori``.
 * otherwise it answers unless a real ``mori`` exists: another finder on
-  ``sys.meta_path`` finds a ``mori`` module or package, or a distribution
-  that provides ``mori`` (``amd-mori``, ``amd_mori``, ``amd-mori-nightly``)
-  is installed. A real AMD MORI install is thus never shadowed by default.
+  ``sys.meta_path`` finds a regular ``mori`` module or package (a bare
+  directory named ``mori``, which Python would import as a namespace
+  package, does not count), or a distribution that provides ``mori``
+  (``amd-mori``, ``amd_mori``, ``amd-mori-nightly``) is installed. A real
+  AMD MORI install is thus never shadowed by default.
+
+In every mode it answers ``mori`` only as the parent of a submodule being
+imported (``import mori.io``, ``from mori.cpp import ...``): a bare
+``import mori`` raises ImportError, so that code that takes a successful
+``import mori`` to mean "MoRI (EP) is installed", as SGLang's MoRI-EP
+dispatcher does, is not misled. (Once ``mori.io`` has been imported,
+``mori`` is in ``sys.modules`` and a bare import finds it there.)
 
 mori-go's ``mori`` package lives in ``sglang_mori_go/_mori``: ``mori.io``
 and ``mori.cpp`` re-export the binding (so ``mori.io.IOEngine is
@@ -41,7 +50,7 @@ class MoriShimFinder:
     def find_spec(self, fullname, path=None, target=None):  # noqa: D401 - importlib protocol
         if fullname != "mori":
             return None  # submodules are found through mori.__path__
-        if _flag("MORI_GO_DISABLE_SHIM"):
+        if _flag("MORI_GO_DISABLE_SHIM") or not _importing_submodule():
             return None
         if not _flag("MORI_GO_SHADOW_MORI") and real_mori_installed(self):
             return None
@@ -58,6 +67,26 @@ class MoriShimFinder:
         return "<sglang_mori_go MoriShimFinder>"
 
 
+def _importing_submodule() -> bool:
+    """Whether ``mori`` is being imported as the parent of ``mori.<x>``: the
+    import machinery's frames name the module it was asked for."""
+    f = sys._getframe(1)
+    while f is not None:
+        code = f.f_code
+        if code.co_name in ("_find_and_load", "_find_and_load_unlocked") and "importlib" in code.co_filename:
+            name = f.f_locals.get("name")
+            if isinstance(name, str) and name.startswith("mori."):
+                return True
+        f = f.f_back
+    return False
+
+
+def _regular(spec) -> bool:
+    """Whether spec is a module or package with code, not a namespace
+    package made of bare directories."""
+    return spec is not None and spec.origin not in (None, "namespace") and spec.loader is not None
+
+
 def real_mori_installed(skip=None) -> bool:
     """Whether something other than mori-go provides ``mori``."""
     for finder in list(sys.meta_path):
@@ -67,7 +96,7 @@ def real_mori_installed(skip=None) -> bool:
         if find is None:
             continue
         try:
-            if find("mori", None) is not None:
+            if _regular(find("mori", None)):
                 return True
         except Exception:
             continue

@@ -50,7 +50,7 @@ def _env_with_path(path: str, **extra: str):
 
 def test_mori_io_and_cpp_resolve_to_mori_go():
     r = run_python(PRELUDE + SGLANG_IMPORTS + """
-import mori, mori.io, mori.cpp, sglang_mori_go
+import mori.io, mori.cpp, mori, sglang_mori_go
 assert mori.__mori_go__ is True
 assert IOEngine is sglang_mori_go.IOEngine and TransferStatus is sglang_mori_go.TransferStatus
 assert mori.cpp.StatusCode is mori.io.StatusCode is sglang_mori_go.StatusCode
@@ -114,7 +114,7 @@ def test_spawned_children_get_the_shim(tmp_path):
     script.write_text(textwrap.dedent("""
         import multiprocessing as mp
         def child(q):
-            import mori, mori.io
+            import mori.io, mori
             from mori.cpp import TransferStatus
             q.put((mori.__mori_go__, mori.io.IOEngine.__module__))
         if __name__ == "__main__":
@@ -133,7 +133,7 @@ def test_spawned_children_get_the_shim(tmp_path):
 def test_real_mori_is_not_shadowed(tmp_path):
     fake = _fake_mori(str(tmp_path))
     code = PRELUDE + (
-        "import mori, mori.io\n"
+        "import mori.io, mori\n"
         "print(getattr(mori, 'FAKE_AMD_MORI', False), getattr(mori, '__mori_go__', False))\n"
     )
     r = run_python(code, env=_env_with_path(fake))
@@ -150,7 +150,7 @@ def test_distribution_without_module_still_defers(tmp_path):
     fake = _fake_mori(str(tmp_path), with_module=False)
     code = PRELUDE + """
 try:
-    import mori
+    import mori.io, mori
     print("mori-go" if getattr(mori, "__mori_go__", False) else "other")
 except ImportError:
     print("ImportError")
@@ -164,9 +164,41 @@ except ImportError:
 def test_disable_shim():
     r = run_python(PRELUDE + """
 try:
-    import mori
+    import mori.io, mori
     print("imported", mori)
 except ImportError:
     print("ImportError")
 """, env=child_env({"MORI_GO_DISABLE_SHIM": "1"}))
     assert r.stdout.strip() == "ImportError", r.stdout + r.stderr
+
+
+def test_bare_import_mori_is_not_moriep():
+    """SGLang's MoRI-EP dispatcher takes a successful bare ``import mori`` as
+    "MoRI EP installed": with only mori-go it must fail, while mori.io
+    works, and after it ``mori`` is the package that served it."""
+    r = run_python(PRELUDE + """
+try:
+    import mori
+    print("bare import succeeded")
+except ImportError:
+    print("ImportError")
+import importlib
+io = importlib.import_module("mori.io")
+from mori.cpp import TransferStatus
+import mori
+print(mori.__mori_go__, io.IOEngine.__module__)
+""")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ImportError", "True", "sglang_mori_go.engine"], r.stdout + r.stderr
+
+
+def test_a_namespace_directory_named_mori_does_not_hide_mori_io(tmp_path):
+    """A bare directory named mori on sys.path (a MORI source checkout, a
+    stray folder) is no MORI install: mori.io still resolves to mori-go."""
+    os.makedirs(tmp_path / "mori" / "docs")
+    r = run_python(PRELUDE + """
+import mori.io, mori
+print(getattr(mori, "__mori_go__", False))
+""", env=_env_with_path(str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True", r.stdout + r.stderr

@@ -67,7 +67,7 @@ def test_wheel_contents_and_tag(tmp_path):
 SCRIPT = r"""
 import ctypes, os, sys, shutil
 assert shutil.which("go") is None, "go must not be needed"
-import mori, mori.io
+import mori.io, mori
 from mori.cpp import TransferStatus
 from mori.io import (BackendType, EngineDesc, IOEngine, IOEngineConfig, MemoryDesc, MemoryLocationType,
                      PollCqMode, RdmaBackendConfig, StatusCode)
