@@ -9,7 +9,9 @@ import (
 )
 
 // The import rules of ARCHITECTURE.md: the engine imports no data plane,
-// and no data plane imports the engine.
+// no data plane imports the engine or a sibling data plane, the driver
+// bindings (verbs, gpu) import only core, and internal/ helpers import no
+// room above them.
 func TestImportRules(t *testing.T) {
 	const mod = "github.com/mori-go/mori-go/"
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}: {{join .Imports \" \"}}", "../../...").CombinedOutput()
@@ -25,6 +27,9 @@ func TestImportRules(t *testing.T) {
 	dataPlane := func(p string) bool {
 		return strings.HasPrefix(p, "transport/") || p == "verbs" || strings.HasPrefix(p, "verbs/")
 	}
+	// Packages under transport/ that are codecs for the data planes, not
+	// data planes themselves.
+	sharedCodec := map[string]bool{"transport/compress": true}
 	for pkg, deps := range imports {
 		for _, d := range deps {
 			d, ok := strings.CutPrefix(d, mod)
@@ -39,6 +44,16 @@ func TestImportRules(t *testing.T) {
 			}
 			if strings.HasPrefix(pkg, "core") && d == "stack" {
 				t.Errorf("%s imports stack, which assembles it", pkg)
+			}
+			if sibling, ok := strings.CutPrefix(d, "transport/"); ok && strings.HasPrefix(pkg, "transport/") &&
+				!strings.HasPrefix(pkg, "transport/"+sibling) && !sharedCodec[d] {
+				t.Errorf("data plane %s imports its sibling %s: data planes share only core", pkg, d)
+			}
+			if (pkg == "verbs" || strings.HasPrefix(pkg, "verbs/") || pkg == "gpu") && (dataPlane(d) && !strings.HasPrefix(d, "verbs") || strings.HasPrefix(d, "core/")) {
+				t.Errorf("%s is a driver binding: it imports %s (it may import only core)", pkg, d)
+			}
+			if strings.HasPrefix(pkg, "internal/") && (d == "stack" || strings.HasPrefix(d, "core/") || dataPlane(d)) {
+				t.Errorf("%s is a helper under internal/: it imports %s", pkg, d)
 			}
 		}
 	}
