@@ -79,7 +79,7 @@ func (e *Engine) createRDMA(cfg any) (core.Backend, error) {
 			return nil, core.Errorf(core.ErrBadState, "RDMA backend required but this build has no RDMA support")
 		}
 		e.rdmaFallback = "this build has no RDMA support"
-		e.log.Warn("RDMA requested; serving TCP instead", "reason", e.rdmaFallback)
+		e.log.Warn("data plane: TCP (RDMA requested, but this build has none)", "reason", e.rdmaFallback)
 		return e.createTCP()
 	}
 	b, err := rdma(e.env(core.BackendRDMA), cfg)
@@ -95,7 +95,7 @@ func (e *Engine) createRDMA(cfg any) (core.Backend, error) {
 		return nil, core.Errorf(core.ErrInvalidArgs, "create RDMA backend: %w", err)
 	}
 	e.rdmaFallback = err.Error()
-	e.log.Warn("RDMA requested but no device is usable; serving TCP instead", "reason", e.rdmaFallback)
+	e.log.Warn("data plane: TCP (RDMA requested, but no device is usable)", "reason", e.rdmaFallback)
 	return e.createTCP()
 }
 
