@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 from mg_helpers import Buffer, make_engine
@@ -102,14 +103,20 @@ def test_tls_engines_move_bytes_and_refuse_another_ca(tmp_path):
         st = a.write(ms, 0, md, 0, 1 << 20, a.allocate_transfer_uid())
         assert st.Wait() == StatusCode.SUCCESS, st.Message()
         assert dst.bytes() == payload
-        # Registration returns at once (as MORI-IO); the refused handshake
-        # fails m's transfer instead.
+        # Registration returns at once (as MORI-IO) and connects in the
+        # background: the refused TLS handshake fails m's transfers, and b
+        # counts the refusal once m's connections have reached it.
         m.register_remote_engine(b.get_engine_desc())
         mbuf = Buffer(64, os.urandom(64))
         mm = mbuf.register(m)
-        st = m.write(mm, 0, md, 0, 64, m.allocate_transfer_uid())
-        assert st.Wait() > StatusCode.ERR_BEGIN, st.Message()
-        assert b.stats()["streams_refused"] > 0
+        deadline = time.monotonic() + 10
+        while True:
+            st = m.write(mm, 0, md, 0, 64, m.allocate_transfer_uid())
+            assert st.Wait() > StatusCode.ERR_BEGIN, st.Message()
+            if b.stats()["streams_refused"] > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert b.stats()["streams_refused"] > 0, st.Message()
         assert dst.bytes() == payload
     finally:
         for e in (a, b, m):
