@@ -54,32 +54,25 @@ class Run:
         return r["p50"] if r else None
 
 
-def check_rows(run: Run) -> List[str]:
-    """One table row per target and system: the figure, the bound, met or
-    by how much it is missed."""
-    rows = []
+def checks(run: Run) -> List[Tuple[str, str, Optional[float], str, bool, str]]:
+    """The targets checked on one run: (target, API, measured, bound, met,
+    by how much it is missed)."""
+    out = []
 
-    def row(what: str, system: str, value: Optional[float], want: str, ok: Optional[bool], miss: str) -> None:
-        label = {"mori-c": "C ABI", "mori-py": "Python"}.get(system, system)
-        if value is None:
-            rows.append(f"| {what} | {label} | not measured | {want} | – |")
-            return
-        verdict = "met" if ok else f"**missed**: {miss}"
-        rows.append(f"| {what} | {label} | {value:.2f}x | {want} | {verdict} |")
+    def add(what: str, system: str, value: Optional[float], want: str, ok: bool, miss: str) -> None:
+        out.append((what, {"mori-c": "C ABI", "mori-py": "Python"}[system], value, want, ok, miss))
 
     raw1 = run.p50("4 KiB x 1", "raw")
     for system, bound in (("mori-c", 1.5), ("mori-py", 2.0)):
         p = run.p50("4 KiB x 1", system)
         x = p / raw1 if p and raw1 else None
-        ok = x is not None and x <= bound
-        row("4 KiB x 1: latency over raw sockets'", system, x, f"≤ {bound}x",
-            ok, f"{x / bound:.1f} times the bound ({fmt_t(p)} against {fmt_t(raw1)})" if x else "")
-        for peer in ("nixl", "mooncake"):
+        add("4 KiB x 1: latency over raw sockets'", system, x, f"≤ {bound}x", x is not None and x <= bound,
+            f"{x / bound:.1f} times the bound ({fmt_t(p)} against {fmt_t(raw1)})" if x else "")
+        for peer, name in (("nixl", "NIXL"), ("mooncake", "Mooncake")):
             q = run.p50("4 KiB x 1", peer)
-            if p and q:
-                y = p / q
-                row(f"4 KiB x 1: latency over {peer.capitalize() if peer != 'nixl' else 'NIXL'}'s", system, y,
-                    "< 1x", y < 1, f"{fmt_t(p)} against {fmt_t(q)}")
+            y = p / q if p and q else None
+            add(f"4 KiB x 1: latency over {name}'s", system, y, "< 1x", y is not None and y < 1,
+                f"{fmt_t(p)} against {fmt_t(q)}" if y else "")
     thr = [("4 KiB x 10", 0.7), ("4 KiB x 1000", 0.9), ("4 KiB x 10000", 0.9), ("1 KiB x 8192", 0.9),
            ("1 MiB x 32 over 4 targets", 0.9), ("4 KiB x 4096 over 4 targets", 0.9),
            ("1 MiB x 32", 0.95), ("4 MiB x 8", 0.95), ("16 MiB x 2", 0.95), ("64 MiB x 1", 0.95)]
@@ -88,14 +81,32 @@ def check_rows(run: Run) -> List[str]:
         for system in ("mori-c", "mori-py"):
             p = run.p50(w, system)
             x = raw / p if p and raw else None
-            row(f"{w}: throughput over raw sockets'", system, x, f"≥ {bound}x",
-                x is not None and x >= bound, f"{bound - x:.2f} short ({fmt_t(p)} against {fmt_t(raw)})" if x else "")
+            add(f"{w}: throughput over raw sockets'", system, x, f"≥ {bound}x", x is not None and x >= bound,
+                f"{bound - x:.2f} short ({fmt_t(p)} against {fmt_t(raw)})" if x else "")
     for n in (10, 100, 1000, 10000):
         w = f"4 KiB x {n}"
         c, p = run.p50(w, "mori-c"), run.p50(w, "mori-py")
         x = p / c if p and c else None
-        row(f"{w}: Python latency over the C ABI's", "mori-py", x, "≤ 1.3x", x is not None and x <= 1.3,
+        add(f"{w}: Python latency over the C ABI's", "mori-py", x, "≤ 1.3x", x is not None and x <= 1.3,
             f"{fmt_t(p)} against {fmt_t(c)}" if x else "")
+    return out
+
+
+def check_rows(runs: List[Run]) -> List[str]:
+    """The targets table: one measured/verdict pair of columns per run."""
+    cols = ["this run"] + ["previous run"] * (len(runs) - 1)
+    rows = ["| target | API | bound | " + " | ".join(f"{c} | verdict" for c in cols) + " |",
+            "|---|---|---|" + "---|---|" * len(runs)]
+    per_run = [checks(r) for r in runs]
+    for i, (what, api, _, want, _, _) in enumerate(per_run[0]):
+        cells = []
+        for rc in per_run:
+            _, _, x, _, ok, miss = rc[i]
+            if x is None:
+                cells.append("not measured | –")
+            else:
+                cells.append(f"{x:.2g}x | " + ("met" if ok else f"**missed**: {miss}"))
+        rows.append(f"| {what} | {api} | {want} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -129,6 +140,10 @@ def breakdown(name: str) -> List[str]:
 
 def section() -> List[str]:
     run = Run(os.path.join(RESULTS, "small.json"))
+    runs = [run]
+    prev = os.path.join(RESULTS, "small-previous.json")
+    if os.path.exists(prev):
+        runs.append(Run(prev))
     m = run.meta
     L = [BEGIN, "", "## Small transfers (issue 16)", ""]
     L.append("Written by `scripts/small-transfers.sh` (`bench/small.py`): one interleaved run of "
@@ -136,16 +151,21 @@ def section() -> List[str]:
              "before and after; do not edit by hand. These machines are shared (2 cores, several engineers' "
              "builds): read the ratios, not the absolute times.")
     L.append("")
-    L.append(f"This run: `{' '.join(m['argv'])}` at commit {m['machine']['commit']}, {m['machine']['date']}, "
-             f"load average {m['load_start']} at start, {m['load_end']} at end.")
+    for name, r in zip(("This run", "Previous run"), runs):
+        rm = r.meta
+        L.append(f"{name}: `{' '.join(rm['argv'])}` at commit {rm['machine']['commit']}, {rm['machine']['date']}, "
+                 f"load average {rm['load_start']} at start, {rm['load_end']} at end.")
+        L.append("")
     L.append("")
     L.append("### Targets")
     L.append("")
-    L.append("| target | API | measured | bound | verdict |")
-    L.append("|---|---|---|---|---|")
-    L += check_rows(run)
+    L.append("Measured: the ratio the target is stated in (latency ratio: lower is better; throughput ratio: "
+             "higher is better). The previous run is the one before (the command keeps it), to show how far "
+             "one run can be from the next on this machine.")
     L.append("")
-    L.append("### p50 batch latency, same run")
+    L += check_rows(runs)
+    L.append("")
+    L.append("### p50 batch latency, this run")
     L.append("")
     L += latency_rows(run)
     L.append("")

@@ -17,6 +17,9 @@ mkdir -p "$results"
 source bench/setup.sh
 bench_setup full
 if [[ -z ${SKIP_BENCH:-} ]]; then
+  if [[ -f $results/small.json ]]; then
+    mv "$results/small.json" "$results/small-previous.json"
+  fi
   build/bench-venv/bin/python bench/run.py --only "4 KiB x|1 KiB x 8192|MiB x" --no-conns --no-progress \
     --cell-time "${CELL_TIME:-2}" --rounds "${ROUNDS:-4}" --json "$results/small.json"
 fi
