@@ -83,6 +83,10 @@ class PDConfig:
     # verify byte for byte on decode (the demo can time without it)
     verify: bool = True
     quiet: bool = True
+    # "module:function" run in each role process in place of the standard
+    # request flow (python/tests/sglang/pd_paths.py), with its own parameters.
+    scenario: Optional[str] = None
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_pages(self) -> int:
@@ -555,7 +559,13 @@ def role_main(role: str, rank: int, cfg: PDConfig, results, control) -> None:
             import warnings
 
             warnings.filterwarnings("ignore")
-        _run_role(role, rank, cfg, results, control)
+        if cfg.scenario:
+            import importlib
+
+            module, func = cfg.scenario.split(":")
+            getattr(importlib.import_module(module), func)(role, rank, cfg, results, control)
+        else:
+            _run_role(role, rank, cfg, results, control)
     except BaseException as e:  # report everything to the parent
         results.put((role, rank, "error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
         raise SystemExit(1)
@@ -794,6 +804,13 @@ class _ControlReader:
         self._conn = conn
         self._set = False
 
+    def recv(self, timeout: float):
+        """The next message PDRun.tell sent this process (scenarios); raises
+        TimeoutError when none came in time."""
+        if not self._conn.poll(timeout):
+            raise TimeoutError(f"no message from the parent in {timeout}s")
+        return self._conn.recv()
+
     def wait(self, timeout=None) -> bool:
         """True once the parent said go (or went away)."""
         if not self._set:
@@ -833,6 +850,7 @@ class PDRun:
         self.control = _Control()
         self.procs: Dict[tuple, Any] = {}
         self.events: List[tuple] = []
+        self._writers_by_key: Dict[tuple, Any] = {}
 
     def __enter__(self):
         for r in range(self.cfg.prefill_tp):
@@ -843,6 +861,7 @@ class PDRun:
 
     def _start(self, role, rank):
         reader = self.control.add(self.ctx)
+        self._writers_by_key[(role, rank)] = self.control._writers[-1]
         res_r, res_w = self.ctx.Pipe(duplex=False)
         p = self.ctx.Process(
             target=role_main,
@@ -907,6 +926,11 @@ class PDRun:
         for (r, _), p in self.procs.items():
             if r == role:
                 p.join(10)
+
+    def tell(self, key, msg) -> None:
+        """Send one message to the role process `key` ((role, rank)); a
+        scenario reads it with control.recv()."""
+        self._writers_by_key[key].send(msg)
 
     def role_keys(self, role):
         return [k for k in self.procs if k[0] == role]
