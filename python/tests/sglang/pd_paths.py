@@ -328,15 +328,21 @@ class Checker:
                 raise AssertionError(f"{what} {i}: row {r} changed though nothing was sent there")
 
 
-def check_aux(cfg, role: Role, key: int, src_row: int, dst_row: int, chk: Checker):
+def check_aux(cfg, role: Role, key: int, src_row: int, dst_row: int, chk: Checker, timeout: float = 30.0):
+    """The aux row arrived. Over SGLang's ZMQ aux path it may land after the
+    Success status (two sockets); SGLang's decode holds the request until
+    it has (_apply_metadata_gate), so this waits for it as well."""
     import numpy as np
 
     ptrs, lens, items = role.mbufs.get_buf_infos()
+    deadline = time.monotonic() + timeout
     for j, (p, n, item) in enumerate(zip(ptrs, lens, items)):
         buf = H.addr_bytes(p, n).reshape(-1, item)
         want = H.pattern(n, cfg.seed, key, 1000 + j).reshape(-1, item)[src_row]
-        if not np.array_equal(buf[dst_row], want):
-            raise AssertionError(f"aux buffer {j} row {dst_row} differs")
+        while not np.array_equal(buf[dst_row], want):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"aux buffer {j} row {dst_row} differs")
+            time.sleep(0.01)
         chk.bytes += item
 
 
@@ -436,7 +442,7 @@ def state_specs(cfg, role: str):
         (StateType.DSA, [t(64, 256), t(0, 256), t(64, 256)], {}),
         (StateType.SWA, [t(48, 512)], {}),
         (StateType.SWA_RING, [t(32, 512)], {}),
-        (StateType.C128_STATE, [t(16, 1024)], {}),
+        (StateType.DSV4_REQUEST_STATE, [t(16, 1024)], {}),
         (StateType.QSA_PENDING, [t(8, 2048)], {}),
         (StateType.QSA_COMPRESSED, [t(8, 512)], {}),
         (StateType.MINIMAX_INDEX_K, [t(64, 128)], {}),
@@ -580,4 +586,213 @@ def abort_paths(role_name, rank, cfg, results, control):
     chk.untouched(r.kv_entries, "kv entry")
     report(results, role_name, rank, "done", {"room2_status": int(st2), "room2_reason": reason2,
                                                "room2_acked": safe2, "room3_acked": True})
+    control.recv(3 * T)
+
+
+# --------------------------------------------------------------------------
+# Scenario: teardown(), deregister_memory, a new manager, default poll
+
+
+def _threads_of(mgr):
+    return list(getattr(mgr, "_worker_threads", []))
+
+
+def teardown_paths(role_name, rank, cfg, results, control):
+    """Room 0 with SGLang's default poll interval; then decode tears its
+    manager down (threads stop, every registration is dropped: a write to
+    an old descriptor fails and changes nothing), builds a new manager on
+    the same pools (as a role switch does) and room 1 arrives through it;
+    prefill tears down last."""
+    KVPoll = _kv()
+    sender_cls, receiver_cls, _ = _classes()
+    rooms = [cfg.room, cfg.room + 1]
+    maps = [H.page_maps(cfg, i) for i in range(2)]
+    T = cfg.step_timeout
+    # --enable-pd-role-switch: the workers poll so that teardown() can stop them
+    role_switch = {"enable_pd_role_switch": True}
+    if role_name == "prefill":
+        server = bootstrap_server(cfg)  # noqa: F841
+        r = Role(cfg, "prefill", rank, server_kw=role_switch)
+        r.fill_prefill(0)
+        mgr = r.start("prefill")
+        report(results, role_name, rank, "ready", {"wait_poll_ms": mgr._wait_poll_ms})
+        addr = f"127.0.0.1:{cfg.bootstrap_port}"
+        s0 = sender_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=rooms[0])
+        wait_poll(s0, (KVPoll.WaitingForInput,), T, "room 0 bootstrap")
+        prefill_send(r, s0, maps[0][0], H.aux_rows(0)[0], chunks=2)
+        st0, _ = wait_poll(s0, (KVPoll.Success,), T, "room 0")
+        report(results, role_name, rank, "room0", {"status": int(st0)})
+        expect_msg(control, "write_stale", T)
+        # the torn-down decode's descriptor, as this prefill registered it
+        (peer,) = mgr.decode_kv_args_table.values()
+        stale_page = int(cfg.extra["stale_page"])
+        item = r.kv_args.kv_item_lens[0]
+        st = mgr.engine.batch_write([mgr.kv_mem_descs[0]], [[stale_page * item]],
+                                    [peer.dst_kv_mem_descs[0]], [[stale_page * item]],
+                                    [[item]], [mgr.engine.allocate_transfer_uid()])[0]
+        st.Wait()
+        report(results, role_name, rank, "stale_written", {"failed": bool(st.Failed()), "message": st.Message()})
+        s1 = sender_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=rooms[1])
+        wait_poll(s1, (KVPoll.WaitingForInput,), T, "room 1 bootstrap")
+        prefill_send(r, s1, maps[1][0], H.aux_rows(1)[0])
+        st1, _ = wait_poll(s1, (KVPoll.Success,), T, "room 1")
+        eng, threads = mgr.engine, _threads_of(mgr)
+        mgr.teardown()
+        report(results, role_name, rank, "done", {
+            "status": int(st1), "threads_alive": [t.name for t in threads if t.is_alive()],
+            "threads": len(threads), "regions": eng.stats()["regions"], "engine": mgr.engine})
+        control.recv(3 * T)
+        return
+
+    r = Role(cfg, "decode", rank, server_kw=role_switch)
+    r.fill_sentinel()
+    mgr = r.start("decode")
+    report(results, role_name, rank, "ready")
+    addr = decode_ready(cfg, mgr)
+    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=rooms[0])
+    rc.init(0)
+    wait_poll(rc, (KVPoll.WaitingForInput,), T, "decode bootstrap")
+    rc.send_metadata(maps[0][1], H.aux_rows(0)[1], None)
+    st0, _ = wait_poll(rc, (KVPoll.Success,), T, "room 0")
+    chk = Checker()
+    verify_pages(cfg, r, chk, 0, maps[0][0], maps[0][1])
+    check_aux(cfg, r, 0, H.aux_rows(0)[0], H.aux_rows(0)[1], chk)
+    rc.clear()
+    eng, threads = mgr.engine, _threads_of(mgr)
+    regions_before = eng.stats()["regions"]
+    mgr.teardown()
+    report(results, role_name, rank, "room0", {
+        "status": int(st0), "bytes": chk.bytes, "regions_before": regions_before,
+        "regions_after": eng.stats()["regions"], "threads": len(threads),
+        "threads_alive": [t.name for t in threads if t.is_alive()], "engine": mgr.engine})
+    expect_msg(control, "stale_done", T)
+    # the role comes back: a new manager registers the same pools again
+    mgr2 = r.start("decode")
+    addr = decode_ready(cfg, mgr2)
+    rc1 = receiver_cls(mgr=mgr2, bootstrap_addr=addr, bootstrap_room=rooms[1])
+    rc1.init(0)
+    wait_poll(rc1, (KVPoll.WaitingForInput,), T, "decode bootstrap, new manager")
+    rc1.send_metadata(maps[1][1], H.aux_rows(1)[1], None)
+    st1, _ = wait_poll(rc1, (KVPoll.Success,), T, "room 1")
+    verify_pages(cfg, r, chk, 0, maps[1][0], maps[1][1])
+    check_aux(cfg, r, 0, H.aux_rows(1)[0], H.aux_rows(1)[1], chk)
+    chk.untouched(r.kv_entries, "kv entry")  # the stale page included
+    report(results, role_name, rank, "done", {"status": int(st1), "bytes": chk.bytes})
+    control.recv(3 * T)
+
+
+# --------------------------------------------------------------------------
+# Scenario: draft KV, the state types, decode_prefix_len
+
+
+def state_paths(role_name, rank, cfg, results, control):
+    """Rooms with a decode prefix of 0, 2 pages and all pages (a full prefix
+    hit: no KV page moves, aux and state still do). With
+    extra["states"], every state component type of state_specs; with
+    extra["draft"] = {role: layers}, draft-model KV entries after the
+    target's (on one side only: conn.py must pair the target's K and V
+    past the decode's draft entries)."""
+    KVPoll = _kv()
+    sender_cls, receiver_cls, _ = _classes()
+    prefixes = cfg.extra.get("prefix_pages", [0])
+    rooms = [cfg.room + i for i in range(len(prefixes))]
+    maps = [H.page_maps(cfg, i) for i in range(len(prefixes))]
+    specs = state_specs(cfg, role_name) if cfg.extra.get("states") else []
+    idx = [state_indices(cfg, specs, i) for i in range(len(rooms))] if specs else None
+    draft = cfg.extra.get("draft", {}).get(role_name, 0)
+    ps, T = cfg.page_size, cfg.step_timeout
+    r = Role(cfg, role_name, rank, draft_layers=draft, states=specs)
+    if role_name == "prefill":
+        server = bootstrap_server(cfg)  # noqa: F841
+        r.fill_prefill(0)
+        mgr = r.start("prefill")
+        report(results, role_name, rank, "ready", {"num_draft_entries": r.kv_args.num_draft_entries})
+        addr = f"127.0.0.1:{cfg.bootstrap_port}"
+        out = []
+        for i, room in enumerate(rooms):
+            s = sender_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=room)
+            wait_poll(s, (KVPoll.WaitingForInput,), T, f"room {i} bootstrap")
+            prefix = s.pop_decode_prefix_len()  # as finalize_bootstrap does
+            pages = maps[i][0][prefix // ps:]
+            prefill_send(r, s, pages, H.aux_rows(i)[0], idx[i][0] if idx else None)
+            st, _ = wait_poll(s, (KVPoll.Success,), T, f"room {i}")
+            out.append({"status": int(st), "prefix": prefix, "pages_sent": len(pages),
+                        "reason": reason_of(mgr, room)})
+        report(results, role_name, rank, "done", {"rooms": out})
+        control.recv(3 * T)
+        return
+
+    r.fill_sentinel()
+    mgr = r.start("decode")
+    report(results, role_name, rank, "ready", {"num_draft_entries": r.kv_args.num_draft_entries})
+    addr = decode_ready(cfg, mgr)
+    chk = Checker()
+    out = []
+    n_target = len(r.kv_entries) - r.kv_args.num_draft_entries
+    src_draft = cfg.extra.get("draft", {}).get("prefill", 0)
+    for i, room in enumerate(rooms):
+        rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=room)
+        rc.init(0)
+        wait_poll(rc, (KVPoll.WaitingForInput,), T, f"room {i} bootstrap")
+        skip = prefixes[i]
+        rc.send_metadata(maps[i][1][skip:], H.aux_rows(i)[1], idx[i][1] if idx else None,
+                         decode_prefix_len=skip * ps)
+        st, _ = wait_poll(rc, (KVPoll.Success,), T, f"room {i}")
+        if st == KVPoll.Success:
+            src_p, dst_p = maps[i][0][skip:], maps[i][1][skip:]
+            entries = r.kv_entries if src_draft else r.kv_entries[:n_target]
+            verify_pages(cfg, r, chk, 0, src_p, dst_p, entries=entries)
+            check_aux(cfg, r, 0, H.aux_rows(i)[0], H.aux_rows(i)[1], chk)
+            if idx:
+                verify_states(cfg, r, chk, 0, idx[i][0], idx[i][1])
+        out.append({"status": int(st), "reason": reason_of(mgr, room)})
+        rc.clear()
+    chk.untouched(all_tensors(r), "kv entry or state tensor")
+    report(results, role_name, rank, "done", {"rooms": out, "bytes": chk.bytes})
+    control.recv(3 * T)
+
+
+# --------------------------------------------------------------------------
+# Scenario: SLA timeout (decode stopped mid-transfer)
+
+
+def sla_paths(role_name, rank, cfg, results, control):
+    """The parent SIGSTOPs decode once it sent its metadata; prefill's
+    writes cannot complete, wait_all keeps answering IN_PROGRESS, and
+    conn.py gives the request up after SGLANG_MORI_TRANSFER_TIMEOUT_MS
+    with its "exceeded SLA" reason; decode, continued, sees Failed with the
+    same reason."""
+    KVPoll = _kv()
+    sender_cls, receiver_cls, _ = _classes()
+    src, dst = H.page_maps(cfg, 0)
+    T = cfg.step_timeout
+    r = Role(cfg, role_name, rank)
+    if role_name == "prefill":
+        server = bootstrap_server(cfg)  # noqa: F841
+        r.fill_prefill(0)
+        mgr = r.start("prefill")
+        report(results, role_name, rank, "ready", {"sla_ms": mgr._transfer_timeout_ms})
+        s = sender_cls(mgr=mgr, bootstrap_addr=f"127.0.0.1:{cfg.bootstrap_port}", bootstrap_room=cfg.room)
+        wait_poll(s, (KVPoll.WaitingForInput,), T, "bootstrap")
+        # decode is registered (its registration came before its metadata)
+        report(results, role_name, rank, "bootstrapped")
+        expect_msg(control, "send", T)
+        t0 = time.monotonic()
+        prefill_send(r, s, src, H.aux_rows(0)[0])
+        st, _ = wait_poll(s, (KVPoll.Success,), T, "transfer")
+        report(results, role_name, rank, "done", {"status": int(st), "reason": reason_of(mgr, cfg.room),
+                                                   "seconds": time.monotonic() - t0})
+        control.recv(3 * T)
+        return
+    r.fill_sentinel()
+    mgr = r.start("decode")
+    report(results, role_name, rank, "ready")
+    addr = decode_ready(cfg, mgr)
+    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=cfg.room)
+    rc.init(0)
+    wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+    rc.send_metadata(dst, H.aux_rows(0)[1], None)
+    report(results, role_name, rank, "metadata_sent")
+    st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
+    report(results, role_name, rank, "done", {"status": int(st), "reason": reason_of(mgr, cfg.room)})
     control.recv(3 * T)

@@ -76,3 +76,100 @@ def test_abort_defers_its_ack_until_the_worker_quiesces_and_poisoned_rooms_never
     assert r2["status"] == KV_FAILED and r2["reason"], r2
     assert done["room2_status"] == KV_FAILED and done["room2_reason"], done
     assert done["room2_acked"] is False, done
+
+
+@pytest.mark.timeout(240)
+def test_teardown_deregisters_and_a_new_manager_serves_the_next_request():
+    """SGLang's default poll interval (SGLANG_MORI_WAIT_POLL_MS unset, 1000
+    ms) on a chunked request. Decode then calls teardown(): its threads
+    stop and mori-go holds none of its registrations (deregister_memory of
+    each); a write from prefill to one of its old descriptors fails and
+    changes nothing. A new MoriKVManager on the same pools (as a P<->D role
+    switch builds) takes the next request byte for byte. Prefill's
+    teardown() leaves no thread and no registration either."""
+    env = _env()
+    del env["SGLANG_MORI_WAIT_POLL_MS"]  # SGLang's default
+    cfg = _cfg("teardown_paths", requests=2, env=env, extra={"stale_page": 0})
+    # a page in neither request's destination (page 0 is SGLang's padding page)
+    cfg.extra["stale_page"] = 1 + max(
+        set(range(cfg.pool_pages)) - {0} - set(__import__("pd_harness").page_maps(cfg, 0)[1])
+        - set(__import__("pd_harness").page_maps(cfg, 1)[1]) - {cfg.pool_pages - 1})
+    with PDRun(cfg, START) as run:
+        ready = run.wait_for("ready", timeout=180)
+        assert ready[P0]["wait_poll_ms"] == 1000, ready
+        r0 = run.wait_for("room0", timeout=60)
+        run.tell(P0, "write_stale")
+        stale = run.wait_for("stale_written", roles=[P0], timeout=60)[P0]
+        run.tell(D0, "stale_done")
+        done = run.wait_for("done", timeout=60)
+    d0 = r0[D0]
+    assert r0[P0]["status"] == KV_SUCCESS and d0["status"] == KV_SUCCESS, r0
+    assert d0["regions_before"] > 0 and d0["regions_after"] == 0, d0
+    assert d0["threads"] > 0 and d0["threads_alive"] == [] and d0["engine"] is None, d0
+    assert stale["failed"] and stale["message"], stale
+    print(f"write to a torn-down decode's descriptor: {stale['message']}")
+    assert done[D0]["status"] == KV_SUCCESS and done[P0]["status"] == KV_SUCCESS, done
+    assert done[P0]["threads"] > 0 and done[P0]["threads_alive"] == [], done
+    assert done[P0]["regions"] == 0 and done[P0]["engine"] is None, done
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    "mla,draft,states,prefix_pages",
+    [
+        pytest.param(True, {"prefill": 1, "decode": 1}, True, [0, 2, 16],
+                     id="mla-draft_both-all_state_types-prefix_0_2_all"),
+        pytest.param(False, {"decode": 1}, False, [0],
+                     id="mha-draft_on_decode_only"),
+    ],
+)
+def test_draft_kv_state_types_and_decode_prefix(mla, draft, states, prefix_pages):
+    """Draft-model KV entries registered after the target's (both sides: all
+    arrive; decode only: the target's K and V land in the right entries and
+    the draft's stay untouched). Every state component type conn.py sends
+    page- or row-wise (dsa with an elided zero-length entry, swa, swa_ring,
+    c128_state, qsa_pending, qsa_compressed, minimax_index_k,
+    minimax_dense_kv): the request's rows arrive, no other row changes.
+    decode_prefix_len: decode already holds the first pages, prefill reads
+    the prefix with pop_decode_prefix_len and sends only the rest; with the
+    whole prompt as prefix no KV page moves but aux and state still do."""
+    cfg = _cfg("state_paths", mla=mla, layers=3, num_tokens=256,
+               requests=len(prefix_pages), env=_env(),
+               extra={"draft": draft, "states": states, "prefix_pages": prefix_pages})
+    with PDRun(cfg, START) as run:
+        ready = run.wait_for("ready", timeout=180)
+        done = run.wait_for("done", timeout=120)
+    assert ready[D0]["num_draft_entries"] == (1 if mla else 2), ready
+    for key in (P0, D0):
+        for i, room in enumerate(done[key]["rooms"]):
+            assert room["status"] == KV_SUCCESS, (key, i, room)
+    sent = [room["pages_sent"] for room in done[P0]["rooms"]]
+    n = cfg.num_pages
+    assert sent == [n - p for p in prefix_pages], sent
+    assert [room["prefix"] for room in done[P0]["rooms"]] == [p * cfg.page_size for p in prefix_pages]
+    assert done[D0]["bytes"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_sla_timeout_fails_a_transfer_that_cannot_complete():
+    """Decode is SIGSTOPped after sending its metadata: the prefill's writes
+    stay in progress, conn.py's _wait_transfer_completion gives up after
+    SGLANG_MORI_TRANSFER_TIMEOUT_MS ("KV transfer exceeded SLA"), the
+    request is Failed on prefill and, once decode runs again, on decode
+    with the same reason."""
+    cfg = _cfg("sla_paths", requests=1, num_tokens=512,
+               env=_env(SGLANG_MORI_TRANSFER_TIMEOUT_MS="1500", SGLANG_MORI_WAIT_POLL_MS="100"))
+    with PDRun(cfg, START) as run:
+        ready = run.wait_for("ready", timeout=180)
+        assert ready[P0]["sla_ms"] == 1500
+        run.wait_for("metadata_sent", roles=[D0], timeout=60)
+        run.wait_for("bootstrapped", roles=[P0], timeout=60)
+        os.kill(run.procs[D0].pid, signal.SIGSTOP)
+        try:
+            run.tell(P0, "send")
+            p = run.wait_for("done", roles=[P0], timeout=60)[P0]
+        finally:
+            os.kill(run.procs[D0].pid, signal.SIGCONT)
+        d = run.wait_for("done", roles=[D0], timeout=60)[D0]
+    assert p["status"] == KV_FAILED and "exceeded SLA 1500ms" in (p["reason"] or ""), p
+    assert d["status"] == KV_FAILED and "exceeded SLA 1500ms" in (d["reason"] or ""), d
