@@ -796,3 +796,288 @@ def sla_paths(role_name, rank, cfg, results, control):
     st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
     report(results, role_name, rank, "done", {"status": int(st), "reason": reason_of(mgr, cfg.room)})
     control.recv(3 * T)
+
+
+# --------------------------------------------------------------------------
+# Scenario: prefill attention DP > 1
+
+
+def dp_paths(role_name, rank, cfg, results, control):
+    """Prefill: tp 2, dp 2, DP attention (one process per DP rank, each its
+    own MoriKVManager registered under its DP rank); DP rank d serves room
+    room+d and registers it with the bootstrap server
+    (/register_dp_rank); decode looks the rooms' DP ranks up
+    (query_prefill_dp_ranks) and each request's bytes come from its DP
+    rank's cache."""
+    KVPoll = _kv()
+    sender_cls, receiver_cls, _ = _classes()
+    rooms = [cfg.room, cfg.room + 1]
+    T = cfg.step_timeout
+    if role_name == "prefill":
+        if rank == 0:
+            server = bootstrap_server(cfg)  # noqa: F841
+        r = Role(cfg, "prefill", rank, server_kw=dict(tp_size=2, dp_size=2, enable_dp_attention=True))
+        r.fill_prefill(10 + rank)
+        mgr = r.start("prefill")
+        report(results, role_name, rank, "ready", {"attn_dp_rank": mgr.attn_dp_rank, "attn_tp_size": mgr.attn_tp_size})
+        s = sender_cls(mgr=mgr, bootstrap_addr=f"127.0.0.1:{cfg.bootstrap_port}", bootstrap_room=rooms[rank])
+        wait_poll(s, (KVPoll.WaitingForInput,), T, "bootstrap")
+        prefill_send(r, s, H.page_maps(cfg, rank)[0], H.aux_rows(rank)[0])
+        st, _ = wait_poll(s, (KVPoll.Success,), T, "transfer")
+        report(results, role_name, rank, "done", {"status": int(st), "reason": reason_of(mgr, rooms[rank])})
+        control.recv(3 * T)
+        return
+    r = Role(cfg, "decode", rank)
+    r.fill_sentinel()
+    mgr = r.start("decode")
+    report(results, role_name, rank, "ready")
+    addr = decode_ready(cfg, mgr)
+    dp_of: Dict[str, int] = {}
+    wait_until(lambda: len(dp_of.update(receiver_cls.query_prefill_dp_ranks(addr, rooms)) or dp_of) == 2,
+               T, "the rooms' prefill DP ranks never registered")
+    chk, out = Checker(), {}
+    recvs = []
+    for i, room in enumerate(rooms):
+        rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=room)
+        rc.init(dp_of[str(room)])
+        recvs.append(rc)
+    for i, rc in enumerate(recvs):
+        wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+        rc.send_metadata(H.page_maps(cfg, i)[1], H.aux_rows(i)[1], None)
+    for i, rc in enumerate(recvs):
+        st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
+        dp = dp_of[str(rooms[i])]
+        if st == KVPoll.Success:
+            src, dst = H.page_maps(cfg, i)
+            verify_pages(cfg, r, chk, 10 + dp, src, dst)
+            check_aux(cfg, r, 10 + dp, H.aux_rows(i)[0], H.aux_rows(i)[1], chk)
+        out[str(rooms[i])] = {"status": int(st), "dp": dp}
+    chk.untouched(r.kv_entries, "kv entry")
+    report(results, role_name, rank, "done", {"rooms": out, "bytes": chk.bytes})
+    control.recv(3 * T)
+
+
+# --------------------------------------------------------------------------
+# Scenario: prefill pipeline parallel 2
+
+
+def pp_paths(role_name, rank, cfg, results, control):
+    """Prefill: pp 2 (one process per stage, each holding half the layers,
+    its pool starting at its first global layer; request status through
+    SGLang's PPConsensusStore); decode pp 1 with every layer. Each stage
+    writes its layers into the decode's entries of the same global layer,
+    the last stage the aux row; decode completes when both stages
+    reported."""
+    KVPoll = _kv()
+    sender_cls, receiver_cls, _ = _classes()
+    src, dst = H.page_maps(cfg, 0)
+    T = cfg.step_timeout
+    L = cfg.layers
+    if role_name == "prefill":
+        if rank == 0:
+            server = bootstrap_server(cfg)  # noqa: F841
+        group = StorePPGroup(rank, 2, int(cfg.extra["store_port"]))
+        per = L // 2
+        r = Role(cfg, "prefill", rank, server_kw=dict(pp_size=2), pp_group=group,
+                 layers=per, start_layer=rank * per)
+        r.fill_prefill(0, layer_base=rank * per)
+        mgr = r.start("prefill")
+        report(results, role_name, rank, "ready", {"pp_rank": mgr.pp_rank, "store": type(mgr.request_status).__name__})
+        s = sender_cls(mgr=mgr, bootstrap_addr=f"127.0.0.1:{cfg.bootstrap_port}", bootstrap_room=cfg.room)
+        wait_poll(s, (KVPoll.WaitingForInput,), T, "bootstrap")
+        prefill_send(r, s, src, H.aux_rows(0)[0], chunks=2)
+        st, _ = wait_poll(s, (KVPoll.Success,), T, "transfer")
+        report(results, role_name, rank, "done", {"status": int(st), "reason": reason_of(mgr, cfg.room)})
+        control.recv(3 * T)
+        return
+    r = Role(cfg, "decode", rank)
+    r.fill_sentinel()
+    mgr = r.start("decode")
+    report(results, role_name, rank, "ready")
+    addr = decode_ready(cfg, mgr)
+    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=cfg.room)
+    rc.init(0)
+    wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+    rc.send_metadata(dst, H.aux_rows(0)[1], None)
+    st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
+    chk = Checker()
+    if st == KVPoll.Success:
+        verify_pages(cfg, r, chk, 0, src, dst)
+        check_aux(cfg, r, 0, H.aux_rows(0)[0], H.aux_rows(0)[1], chk)
+        chk.untouched(r.kv_entries, "kv entry")
+    report(results, role_name, rank, "done", {"status": int(st), "bytes": chk.bytes,
+                                               "responses": mgr.required_prefill_response_num_table.get(cfg.room),
+                                               "reason": reason_of(mgr, cfg.room)})
+    control.recv(3 * T)
+
+
+# --------------------------------------------------------------------------
+# Scenario: decode context parallel (send_kvcache_dcp)
+
+
+def dcp_dst_pages(cfg, rank):
+    import numpy as np
+
+    rng = np.random.default_rng([cfg.seed, 99, rank])
+    avail = np.arange(1, cfg.pool_pages, dtype=np.int64)
+    return np.sort(rng.choice(avail, cfg.num_pages // 2, replace=False)).astype(np.int32)
+
+
+def dcp_paths(role_name, rank, cfg, results, control):
+    """Decode: tp 2 with decode context parallel 2 (MLA); prefill tp 1, dcp
+    1. conn.py relays the KV out token by token: decode DCP rank r gets
+    the prompt's tokens r, r+2, r+4, ... packed into its own pages, in two
+    chunks (src_page_offset of the second)."""
+    import numpy as np
+
+    KVPoll = _kv()
+    sender_cls, receiver_cls, _ = _classes()
+    src = H.page_maps(cfg, 0)[0]
+    ps, T = cfg.page_size, cfg.step_timeout
+    if role_name == "prefill":
+        server = bootstrap_server(cfg)  # noqa: F841
+        r = Role(cfg, "prefill", rank)
+        r.fill_prefill(0)
+        mgr = r.start("prefill")
+        report(results, role_name, rank, "ready")
+        s = sender_cls(mgr=mgr, bootstrap_addr=f"127.0.0.1:{cfg.bootstrap_port}", bootstrap_room=cfg.room)
+        wait_poll(s, (KVPoll.WaitingForInput,), T, "bootstrap")
+        s.init(len(src), H.aux_rows(0)[0])
+        half = len(src) // 2
+        for part in (src[:half], src[half:]):
+            s.send(part, num_kv_tokens=len(part) * ps)
+        st, _ = wait_poll(s, (KVPoll.Success,), T, "transfer")
+        relayout = [p.requires_dcp_relayout for p in mgr.decode_kv_args_table.values()]
+        report(results, role_name, rank, "done", {"status": int(st), "reason": reason_of(mgr, cfg.room),
+                                                   "relayout": relayout})
+        control.recv(3 * T)
+        return
+    r = Role(cfg, "decode", rank, server_kw=dict(tp_size=2, dcp_size=2))
+    r.fill_sentinel()
+    mgr = r.start("decode")
+    report(results, role_name, rank, "ready", {"dcp": (mgr.dcp_size, mgr.dcp_rank)})
+    addr = decode_ready(cfg, mgr)
+    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=cfg.room)
+    rc.init(0)
+    wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+    dst = dcp_dst_pages(cfg, rank)
+    rc.send_metadata(dst, H.aux_rows(0)[1], None)
+    st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
+    chk = Checker()
+    if st == KVPoll.Success:
+        n_local = cfg.num_pages * ps // 2
+        j = np.arange(n_local)
+        g = 2 * j + mgr.dcp_rank
+        dst_rows = dst[j // ps].astype(np.int64) * ps + j % ps
+        src_rows = src[g // ps].astype(np.int64) * ps + g % ps
+        for i, t in enumerate(r.kv_entries):
+            chk.rows(t, dst_rows, expected(cfg, t, 0, i)[src_rows], f"kv entry {i}")
+        check_aux(cfg, r, 0, H.aux_rows(0)[0], H.aux_rows(0)[1], chk)
+        chk.untouched(r.kv_entries, "kv entry")
+    report(results, role_name, rank, "done", {"status": int(st), "bytes": chk.bytes, "reason": reason_of(mgr, cfg.room)})
+    control.recv(3 * T)
+
+
+# --------------------------------------------------------------------------
+# Scenario: Mamba state across different TP sizes
+
+
+MAMBA_CONV_GROUPS = [4, 4, 8]  # GDN conv state: [query | key | value] channels
+MAMBA_CONV_CH_BYTES = 16
+MAMBA_HEADS, MAMBA_HEAD_BYTES = 4, 64
+MAMBA_SLOTS_TP = 6
+
+
+def _mamba_channels(kind: str, r: int, tp: int):
+    """Global channel (conv) or head (temporal) ids that TP rank r holds."""
+    if kind == "conv":
+        out, off = [], 0
+        for g in MAMBA_CONV_GROUPS:
+            out += list(range(off + r * g // tp, off + (r + 1) * g // tp))
+            off += g
+        return out
+    return list(range(r * MAMBA_HEADS // tp, (r + 1) * MAMBA_HEADS // tp))
+
+
+def _mamba_global(cfg, k: int, kind: str):
+    if kind == "conv":
+        shape = (MAMBA_SLOTS_TP, sum(MAMBA_CONV_GROUPS), MAMBA_CONV_CH_BYTES)
+    else:
+        shape = (MAMBA_SLOTS_TP, MAMBA_HEADS, MAMBA_HEAD_BYTES)
+    return H.pattern(int(__import__("numpy").prod(shape)), cfg.seed, 3000 + k).reshape(shape)
+
+
+MAMBA_KINDS = ["conv", "conv", "temporal", "temporal"]  # two mamba layers
+
+
+def mamba_state(tp: int):
+    import torch
+    from sglang.srt.disaggregation.base.conn import StateType
+
+    conv_dim = sum(MAMBA_CONV_GROUPS) // tp
+    head_dim = MAMBA_HEADS // tp
+    tensors, dims, groups = [], [], []
+    for kind in MAMBA_KINDS:
+        if kind == "conv":
+            tensors.append(torch.zeros(MAMBA_SLOTS_TP, conv_dim * MAMBA_CONV_CH_BYTES, dtype=torch.uint8))
+            dims.append(conv_dim)
+            groups.append(list(MAMBA_CONV_GROUPS))
+        else:
+            tensors.append(torch.zeros(MAMBA_SLOTS_TP, head_dim * MAMBA_HEAD_BYTES, dtype=torch.uint8))
+            dims.append(head_dim)
+            groups.append(None)
+    extra = dict(dim_per_tensor=dims, conv_shard_groups=groups, slice_outer_counts=[1] * len(tensors))
+    return [(StateType.MAMBA, tensors, extra)]
+
+
+def mamba_paths(role_name, rank, cfg, results, control):
+    """Prefill and decode with different TP sizes (MHA, hybrid with a GDN
+    Mamba state: per layer a conv state whose query, key and value channel
+    groups are each split across TP, and a temporal state split by head).
+    Scatter (1 -> 2) and aggregation (2 -> 1): each decode rank's slot holds
+    exactly its channels of the model's state, in its own layout."""
+    import numpy as np
+
+    KVPoll = _kv()
+    sender_cls, receiver_cls, _ = _classes()
+    src, dst = H.page_maps(cfg, 0)
+    src_slot, dst_slot = 1, 4
+    T = cfg.step_timeout
+    tp = cfg.prefill_tp if role_name == "prefill" else cfg.decode_tp
+    r = Role(cfg, role_name, rank, server_kw=dict(tp_size=tp), states=mamba_state(tp),
+             mha_heads=cfg.total_kv_heads // tp)
+    tensors = r.states[0][1]
+    if role_name == "prefill":
+        if rank == 0:
+            server = bootstrap_server(cfg)  # noqa: F841
+        r.fill_prefill(rank)
+        for k, (t, kind) in enumerate(zip(tensors, MAMBA_KINDS)):
+            g = _mamba_global(cfg, k, kind)
+            rows_of(t)[:] = g[:, _mamba_channels(kind, rank, tp), :].reshape(MAMBA_SLOTS_TP, -1)
+        mgr = r.start("prefill")
+        report(results, role_name, rank, "ready", {"state_tp_size": mgr.state_tp_size})
+        s = sender_cls(mgr=mgr, bootstrap_addr=f"127.0.0.1:{cfg.bootstrap_port}", bootstrap_room=cfg.room)
+        wait_poll(s, (KVPoll.WaitingForInput,), T, "bootstrap")
+        prefill_send(r, s, src, H.aux_rows(0)[0], [np.array([src_slot], dtype=np.int32)])
+        st, _ = wait_poll(s, (KVPoll.Success,), T, "transfer")
+        report(results, role_name, rank, "done", {"status": int(st), "reason": reason_of(mgr, cfg.room)})
+        control.recv(3 * T)
+        return
+    r.fill_sentinel()
+    mgr = r.start("decode")
+    report(results, role_name, rank, "ready")
+    addr = decode_ready(cfg, mgr)
+    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=cfg.room)
+    rc.init(0)
+    wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+    rc.send_metadata(dst, H.aux_rows(0)[1], [np.array([dst_slot], dtype=np.int32)])
+    st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
+    chk = Checker()
+    if st == KVPoll.Success:
+        for k, (t, kind) in enumerate(zip(tensors, MAMBA_KINDS)):
+            g = _mamba_global(cfg, k, kind)
+            want = g[src_slot, _mamba_channels(kind, rank, tp), :].reshape(1, -1)
+            chk.rows(t, [dst_slot], want, f"mamba {kind} tensor {k}")
+        chk.untouched(tensors, "mamba tensor")
+    report(results, role_name, rank, "done", {"status": int(st), "bytes": chk.bytes, "reason": reason_of(mgr, cfg.room)})
+    control.recv(3 * T)

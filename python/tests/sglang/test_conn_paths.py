@@ -173,3 +173,78 @@ def test_sla_timeout_fails_a_transfer_that_cannot_complete():
         d = run.wait_for("done", roles=[D0], timeout=60)[D0]
     assert p["status"] == KV_FAILED and "exceeded SLA 1500ms" in (p["reason"] or ""), p
     assert d["status"] == KV_FAILED and "exceeded SLA 1500ms" in (d["reason"] or ""), d
+
+
+def _run_done(cfg, timeout=120):
+    with PDRun(cfg, START) as run:
+        ready = run.wait_for("ready", timeout=180)
+        done = run.wait_for("done", timeout=timeout)
+    return ready, done
+
+
+@pytest.mark.timeout(240)
+def test_prefill_attention_dp2_each_room_from_its_dp_rank():
+    """Prefill with two attention-DP ranks (tp 2, dp 2), one manager each:
+    the room each DP rank serves is registered with the bootstrap server
+    and looked up by decode; each request's pages and aux row come from
+    its own DP rank's cache (different bytes on each)."""
+    cfg = _cfg("dp_paths", prefill_tp=2, requests=2, env=_env())
+    ready, done = _run_done(cfg)
+    assert sorted(ready[("prefill", r)]["attn_dp_rank"] for r in (0, 1)) == [0, 1], ready
+    for r in (0, 1):
+        assert done[("prefill", r)]["status"] == KV_SUCCESS, done
+    rooms = done[D0]["rooms"]
+    assert sorted(v["dp"] for v in rooms.values()) == [0, 1], rooms
+    assert all(v["status"] == KV_SUCCESS for v in rooms.values()), rooms
+    assert done[D0]["bytes"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_prefill_pipeline_parallel_2():
+    """Prefill with two pipeline stages (half the layers each, its status
+    kept in SGLang's PPConsensusStore) to a decode holding every layer:
+    each stage's layers land in the decode's entries of the same global
+    layer, the aux row comes from the last stage, and the decode completes
+    after both stages reported."""
+    from pd_harness import free_port
+
+    cfg = _cfg("pp_paths", prefill_tp=2, layers=4, requests=1, env=_env(),
+               extra={"store_port": free_port()})
+    ready, done = _run_done(cfg)
+    assert ready[P0]["store"] == "PPConsensusStore", ready
+    for r in (0, 1):
+        assert done[("prefill", r)]["status"] == KV_SUCCESS, done
+    assert done[D0]["status"] == KV_SUCCESS and done[D0]["responses"] == 2, done
+    assert done[D0]["bytes"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_decode_context_parallel_relayout():
+    """Decode context parallel 2 (tp 2, dcp 2, MLA) from a prefill without
+    DCP: conn.py's send_kvcache_dcp sends each decode rank every second
+    token of the prompt (rank r: tokens r, r+2, ...) packed into its own
+    pages, over two chunks; everything else on decode stays untouched."""
+    cfg = _cfg("dcp_paths", decode_tp=2, num_tokens=512, requests=1, env=_env())
+    ready, done = _run_done(cfg)
+    assert sorted(ready[("decode", r)]["dcp"] for r in (0, 1)) == [(2, 0), (2, 1)], ready
+    assert done[P0]["status"] == KV_SUCCESS and done[P0]["relayout"] == [True, True], done
+    for r in (0, 1):
+        assert done[("decode", r)]["status"] == KV_SUCCESS, done
+        assert done[("decode", r)]["bytes"] > 0
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("prefill_tp,decode_tp", [(1, 2), (2, 1)], ids=["scatter-tp1_to_tp2", "aggregate-tp2_to_tp1"])
+def test_mamba_state_across_tp_sizes(prefill_tp, decode_tp):
+    """A GDN-style Mamba state (conv: query, key and value channel groups
+    each split across TP; temporal: split by head) with prefill and decode
+    TP sizes different: conn.py cuts the slot into per-group blocks and
+    each decode rank's slot holds exactly its channels of the model's
+    state; no other slot changes."""
+    cfg = _cfg("mamba_paths", mla=False, layers=1, total_kv_heads=4, head_dim=64,
+               prefill_tp=prefill_tp, decode_tp=decode_tp, requests=1, env=_env())
+    _, done = _run_done(cfg)
+    for key, info in done.items():
+        assert info["status"] == KV_SUCCESS, (key, info)
+    for r in range(decode_tp):
+        assert done[("decode", r)]["bytes"] > 0
