@@ -213,6 +213,10 @@ class Role:
             kv_args.total_kv_head_num = self.cfg.total_kv_heads
         kv_args.page_size = self.pool.page_size
         kv_args.aux_data_ptrs, kv_args.aux_data_lens, kv_args.aux_item_lens = self.mbufs.get_buf_infos()
+        if ib_device is None:  # as prefill.py / decode.py: --disaggregation-ib-device
+            from sglang.srt.runtime_context import get_disagg
+
+            ib_device = get_disagg().disaggregation_ib_device
         kv_args.ib_device = ib_device
         kv_args.gpu_id = get_device().gpu_id
         for field in ("state_types", "state_data_ptrs", "state_data_lens", "state_item_lens",
@@ -1081,3 +1085,27 @@ def mamba_paths(role_name, rank, cfg, results, control):
         chk.untouched(tensors, "mamba tensor")
     report(results, role_name, rank, "done", {"status": int(st), "bytes": chk.bytes, "reason": reason_of(mgr, cfg.room)})
     control.recv(3 * T)
+
+
+# --------------------------------------------------------------------------
+# Scenario: --disaggregation-ib-device
+
+
+def ib_device_paths(role_name, rank, cfg, results, control):
+    """--disaggregation-ib-device names an RDMA device: conn.py puts it in
+    MORI_RDMA_DEVICES before it creates the engine, and mori-go refuses to
+    start a manager on a named device that is not usable (no silent TCP)."""
+    os.environ.pop("MORI_RDMA_DEVICES", None)
+    device = cfg.extra["ib_device"]
+    r = Role(cfg, role_name, rank, server_kw=dict(disaggregation_ib_device=device))
+    info = {"kv_args_ib_device": r.kv_args.ib_device}
+    try:
+        mgr = r.start("decode")
+        info["started"] = True
+        info["stats"] = mgr.engine.stats()
+    except Exception as e:  # what SGLang's scheduler would die with
+        info["started"] = False
+        info["error"] = f"{type(e).__name__}: {e}"
+    info["MORI_RDMA_DEVICES"] = os.environ.get("MORI_RDMA_DEVICES")
+    report(results, role_name, rank, "done", info)
+    control.recv(3 * cfg.step_timeout)

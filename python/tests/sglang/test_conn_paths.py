@@ -248,3 +248,18 @@ def test_mamba_state_across_tp_sizes(prefill_tp, decode_tp):
         assert info["status"] == KV_SUCCESS, (key, info)
     for r in range(decode_tp):
         assert done[("decode", r)]["bytes"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_ib_device_becomes_mori_rdma_devices_and_an_unusable_one_is_refused():
+    """--disaggregation-ib-device reaches KVArgs.ib_device, conn.py exports
+    it as MORI_RDMA_DEVICES before creating the engine, and mori-go refuses
+    the named device that is not usable here, naming it (SGLang's manager
+    fails to start instead of serving TCP behind the user's back)."""
+    device = "mlx5_mori_go_absent"
+    cfg = _cfg("ib_device_paths", prefill_tp=0, requests=1,
+               env=_env(MORI_GO_BACKEND="auto"), extra={"ib_device": device})
+    with PDRun(cfg, START) as run:
+        d = run.wait_for("done", timeout=180)[D0]
+    assert d["kv_args_ib_device"] == device and d["MORI_RDMA_DEVICES"] == device, d
+    assert d["started"] is False and device in d["error"] and "not usable" in d["error"], d
