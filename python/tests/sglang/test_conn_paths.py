@@ -1,18 +1,55 @@
-"""Paths of SGLang's disaggregation/mori/conn.py beyond one plain request,
-each driven through SGLang's own classes in prefill and decode processes
-(scenarios in pd_paths.py, processes from pd_harness.PDRun), bytes checked.
+"""Paths of SGLang 0.5.23's disaggregation/mori/conn.py beyond one plain
+request, each driven through SGLang's own classes (MoriKVManager,
+MoriKVSender, MoriKVReceiver, the bootstrap server) in prefill and decode
+processes (scenarios in pd_paths.py, processes from pd_harness.PDRun),
+bytes checked on the decode side (every row it should get, and no other
+row changed).
 
-Covered here:
+Covered here (issue 14, "Coverage of SGLang's mori backend"):
 
-* abort and the deferred ACK (``_handle_abort_message``, ``_arm_abort_ack``,
-  ``_mark_transfer_quiescent``), a poisoned room (``_poison_failed_transfer``)
-* ``teardown()`` and ``deregister_memory``, a new manager after it (role
-  switch), SGLang's default poll interval (``SGLANG_MORI_WAIT_POLL_MS``
-  unset: 1000 ms)
+* abort and the deferred ACK: ``_handle_abort_message``, ``_arm_abort_ack``
+  (ACK deferred while the transfer worker holds the chunk, sent by
+  ``_mark_transfer_quiescent``; sent at once with nothing in flight), a
+  poisoned room (``_poison_failed_transfer``: never acknowledged)
+* ``teardown()`` and ``deregister_memory`` (threads stopped, no
+  registration left in mori-go, a stale descriptor refused), a new manager
+  on the same pools afterwards (the role-switch pattern)
+* decode context-parallel relayout (``send_kvcache_dcp``, two chunks)
+* prefill pipeline parallel 2 (``PPConsensusStore``, layer offsets, aux
+  from the last stage)
+* draft-model KV (both sides; decode only, where conn.py must skip the
+  decode's draft entries to pair the target's V)
+* Mamba state with a TP mismatch (GDN conv groups and temporal heads;
+  scatter 1 -> 2 and aggregation 2 -> 1)
+* the other state types: dsa (with an elided zero-length entry), swa,
+  swa_ring, c128_state (DSV4_REQUEST_STATE), qsa_pending, qsa_compressed,
+  minimax_index_k, minimax_dense_kv
+* ``decode_prefix_len`` incremental sends (prefix of 2 pages; the whole
+  prompt: no KV page moves, aux and state still do)
+* the SLA timeout branch of ``_wait_transfer_completion``
+* prefill attention DP 2 (``/register_dp_rank``, ``query_prefill_dp_ranks``)
+* SGLang's default poll interval (``SGLANG_MORI_WAIT_POLL_MS`` unset: 1000)
+* ``--disaggregation-ib-device`` -> ``KVArgs.ib_device`` ->
+  ``MORI_RDMA_DEVICES`` (an unusable named device refused)
 
-Not runnable here, with the reason:
+What these runs cannot show on this CPU-only machine, and why:
 
-* (filled in below as the scenarios land)
+* a usable ``--disaggregation-ib-device``: no RDMA NIC here, and mori-go's
+  verbs simulator is not reachable through the Python package; only the
+  refusal of a named device that is not usable runs.
+* ``kv_chunk.wait_event`` is a CUDA event in SGLang; here an object whose
+  ``synchronize()`` blocks until the test opens it holds the chunk in the
+  transfer worker instead (conn.py calls only ``synchronize()``).
+* the SLA branch needs a transfer that stays in progress: the decode
+  process is SIGSTOPped (a slow or congested network cannot be made
+  deterministic on loopback).
+* PP's one collective (``pp_group.broadcast_object`` in
+  ``PPConsensusStore``) runs over torch's TCPStore rather than an NCCL/Gloo
+  group (process groups are stated as metadata, as in pd_harness.py).
+* conn.py refuses some combinations by design, not tested as transfers:
+  qsa/minimax state with PP > 1, replicated (dim 0) Mamba state and
+  non-MLA SWA across TP sizes, DCP on a non-MLA pool.
+* draft KV together with DCP (conn.py's ``draft_plan``) is not covered.
 """
 
 from __future__ import annotations
@@ -20,7 +57,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
 import pytest
 
@@ -28,7 +64,7 @@ from test_sglang_mori_pd import KV_FAILED, KV_SUCCESS, START, _env  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pd_harness import PDConfig, PDRun  # noqa: E402
+from pd_harness import PDConfig, PDRun, free_port, page_maps  # noqa: E402
 
 
 def _cfg(scenario, **kw):
@@ -91,9 +127,8 @@ def test_teardown_deregisters_and_a_new_manager_serves_the_next_request():
     del env["SGLANG_MORI_WAIT_POLL_MS"]  # SGLang's default
     cfg = _cfg("teardown_paths", requests=2, env=env, extra={"stale_page": 0})
     # a page in neither request's destination (page 0 is SGLang's padding page)
-    cfg.extra["stale_page"] = 1 + max(
-        set(range(cfg.pool_pages)) - {0} - set(__import__("pd_harness").page_maps(cfg, 0)[1])
-        - set(__import__("pd_harness").page_maps(cfg, 1)[1]) - {cfg.pool_pages - 1})
+    used = {0} | set(page_maps(cfg, 0)[1].tolist()) | set(page_maps(cfg, 1)[1].tolist())
+    cfg.extra["stale_page"] = min(set(range(cfg.pool_pages)) - used)
     with PDRun(cfg, START) as run:
         ready = run.wait_for("ready", timeout=180)
         assert ready[P0]["wait_poll_ms"] == 1000, ready
@@ -206,8 +241,6 @@ def test_prefill_pipeline_parallel_2():
     each stage's layers land in the decode's entries of the same global
     layer, the aux row comes from the last stage, and the decode completes
     after both stages reported."""
-    from pd_harness import free_port
-
     cfg = _cfg("pp_paths", prefill_tp=2, layers=4, requests=1, env=_env(),
                extra={"store_port": free_port()})
     ready, done = _run_done(cfg)
