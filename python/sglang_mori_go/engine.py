@@ -72,7 +72,16 @@ def get_log_level() -> Optional[str]:
 _Q_CODES = tuple(c for c in "LQ" if array.array(c).itemsize == 8)
 
 
-def _u64_array(seq: Any, what: str) -> Tuple[Any, int, int]:
+def _label(what: Any) -> str:
+    """An argument's name for an error message: a string, or (call, name,
+    index) as the hot path passes it, formatted only when needed."""
+    if isinstance(what, tuple):
+        call, name, i = what
+        return f"{call}: {name} {i}"
+    return what
+
+
+def _u64_array(seq: Any, what: Any) -> Tuple[Any, int, int]:
     """Convert offsets or sizes to a uint64 buffer without a per-element
     Python loop. Returns (object owning the memory, address, length).
 
@@ -98,9 +107,11 @@ def _u64_array(seq: Any, what: str) -> Tuple[Any, int, int]:
     try:
         seq = array.array("Q", seq)
     except OverflowError as e:
-        raise InvalidArgsError(f"{what}: {e} (offsets and sizes must be non-negative integers < 2**64)") from None
+        raise InvalidArgsError(
+            f"{_label(what)}: {e} (offsets and sizes must be non-negative integers < 2**64)"
+        ) from None
     except TypeError as e:
-        raise InvalidArgsError(f"{what}: {e} (expected a sequence of non-negative integers)") from None
+        raise InvalidArgsError(f"{_label(what)}: {e} (expected a sequence of non-negative integers)") from None
     n = len(seq)
     return seq, (seq.buffer_info()[0] if n else 0), n
 
@@ -116,16 +127,18 @@ def _np_uint64(np: Any) -> Any:
     return _U64_DTYPE
 
 
-def _np_u64(np: Any, arr: Any, what: str) -> Tuple[Any, int, int]:
+def _np_u64(np: Any, arr: Any, what: Any) -> Tuple[Any, int, int]:
     if arr.ndim != 1:
         arr = arr.reshape(-1)
     dt = arr.dtype
     kind = dt.kind
     if kind not in "iu":
-        raise InvalidArgsError(f"{what}: numpy array of dtype {arr.dtype}, expected integers")
+        raise InvalidArgsError(f"{_label(what)}: numpy array of dtype {arr.dtype}, expected integers")
     n = arr.size
     if kind == "i" and n and int(arr.min()) < 0:
-        raise InvalidArgsError(f"{what}: negative value {int(arr.min())} (offsets and sizes must be non-negative)")
+        raise InvalidArgsError(
+            f"{_label(what)}: negative value {int(arr.min())} (offsets and sizes must be non-negative)"
+        )
     if dt.itemsize != 8 or not dt.isnative or not arr.flags.c_contiguous:
         # (non-negative int64 has the bits of its uint64: used as it is)
         arr = np.ascontiguousarray(arr, dtype=np.uint64)
@@ -150,12 +163,12 @@ def _mem(desc: Any, what: str) -> bytes:
     return desc._blob
 
 
-def _mem_ref(desc: Any, what: str) -> Tuple[int, int]:
+def _mem_ref(desc: Any, what: Any) -> Tuple[int, int]:
     """Address and length of a memory descriptor's bytes, for mg_transfer_t.
     The descriptor keeps a C copy of its (immutable) bytes, made at its
     first transfer, so that later ones cost no conversion."""
     if type(desc) is not MemoryDesc and not isinstance(desc, MemoryDesc):
-        raise InvalidArgsError(f"{what}: expected a MemoryDesc, got {type(desc).__name__}")
+        raise InvalidArgsError(f"{_label(what)}: expected a MemoryDesc, got {type(desc).__name__}")
     ref = desc._cref
     if ref is None:
         blob = desc._blob
@@ -463,7 +476,9 @@ class IOEngine:
         """A new transfer uid, unique in this engine."""
         h = self._handle()
         uid = c_uint64()
-        _lib.raise_for(_lib.lib().mg_allocate_uid(h, ctypes.byref(uid)), "allocate_transfer_uid")
+        rc = _lib.lib().mg_allocate_uid(h, ctypes.byref(uid))
+        if rc:
+            _lib.raise_for(rc, "allocate_transfer_uid")
         return uid.value
 
     def _submit(
@@ -491,11 +506,12 @@ class IOEngine:
         keep = []  # the offset and size buffers, alive until the call returns
         pack = _TRANSFER.pack_into
         for i in range(n):
-            la, ll = _mem_ref(local_mems[i], f"{what}: local memory {i}")
-            ra, rl = _mem_ref(remote_mems[i], f"{what}: remote memory {i}")
-            lo, lo_p, cnt = _u64_array(local_offsets[i], f"{what}: local offsets {i}")
-            ro, ro_p, rcnt = _u64_array(remote_offsets[i], f"{what}: remote offsets {i}")
-            sz, sz_p, scnt = _u64_array(sizes[i], f"{what}: sizes {i}")
+            # (labels for error messages, formatted only if one is raised)
+            la, ll = _mem_ref(local_mems[i], (what, "local memory", i))
+            ra, rl = _mem_ref(remote_mems[i], (what, "remote memory", i))
+            lo, lo_p, cnt = _u64_array(local_offsets[i], (what, "local offsets", i))
+            ro, ro_p, rcnt = _u64_array(remote_offsets[i], (what, "remote offsets", i))
+            sz, sz_p, scnt = _u64_array(sizes[i], (what, "sizes", i))
             if not cnt == rcnt == scnt:
                 raise InvalidArgsError(
                     f"{what}: transfer {i} has {cnt} local offsets, {rcnt} remote offsets and {scnt} sizes; "
@@ -509,7 +525,9 @@ class IOEngine:
                 got = repr(uid) if isinstance(uid, int) else _type_name_of(uid)
                 raise InvalidArgsError(f"{what}: uid {i} must be an int in [0, 2**64), got {got}") from None
         out = (c_uint64 * n)()
-        _lib.raise_for(_lib.lib().mg_submit(h, op, xfers, n, out), f"IOEngine({self.key!r}).{what}")
+        rc = _lib.lib().mg_submit(h, op, xfers, n, out)
+        if rc:
+            _lib.raise_for(rc, f"IOEngine({self.key!r}).{what}")
         return [TransferStatus._from_handle(s) for s in out]
 
     def read(

@@ -224,7 +224,9 @@ def wait_all(statuses: Iterable[Optional[TransferStatus]], timeout_ms: int = -1,
         arr = (c_uint64 * n)(*handles)
         c = c_uint32()
         flags = _lib.MG_WAIT_FAIL_FAST if fail_fast else 0
-        _lib.raise_for(lib.mg_wait_all_flags(arr, n, int(timeout_ms), flags, ctypes.byref(c)), "wait_all")
+        rc = lib.mg_wait_all_flags(arr, n, int(timeout_ms), flags, ctypes.byref(c))
+        if rc:
+            _lib.raise_for(rc, "wait_all")
         code = to_status_code(c.value)
         if code == _SUCCESS:
             for st in pending:
