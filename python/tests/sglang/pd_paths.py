@@ -496,16 +496,21 @@ def dcp_paths(role_name, rank, cfg, results, control):
     """Decode: tp 2 with decode context parallel 2 (MLA); prefill tp 1, dcp
     1. conn.py relays the KV out token by token: decode DCP rank r gets
     the prompt's tokens r, r+2, r+4, ... packed into its own pages, in two
-    chunks (src_page_offset of the second)."""
+    chunks (src_page_offset of the second). With extra["draft"], one
+    draft-model layer on both sides: the draft is not split by context,
+    every decode rank gets all of its tokens, in pages of page_size x dcp
+    tokens (conn.py's draft plan), so the decode's draft pool is twice as
+    large."""
     import numpy as np
 
     KVPoll = _kv()
     sender_cls, receiver_cls, _ = _classes()
     src = H.page_maps(cfg, 0)[0]
     ps, T = cfg.page_size, cfg.step_timeout
+    draft = int(cfg.extra.get("draft", 0))
     if role_name == "prefill":
         server = bootstrap_server(cfg)  # noqa: F841
-        r = Role(cfg, "prefill", rank)
+        r = Role(cfg, "prefill", rank, draft_layers=draft)
         r.fill_prefill(0)
         mgr = r.start("prefill")
         report(results, role_name, rank, "ready")
@@ -521,7 +526,8 @@ def dcp_paths(role_name, rank, cfg, results, control):
                                                    "relayout": relayout})
         control.recv(3 * T)
         return
-    r = Role(cfg, "decode", rank, server_kw=dict(tp_size=2, dcp_size=2))
+    r = Role(cfg, "decode", rank, server_kw=dict(tp_size=2, dcp_size=2),
+             draft_layers=draft, draft_tokens=2 * cfg.pool_tokens)
     r.fill_sentinel()
     mgr = r.start("decode")
     report(results, role_name, rank, "ready", {"dcp": (mgr.dcp_size, mgr.dcp_rank)})
@@ -539,8 +545,19 @@ def dcp_paths(role_name, rank, cfg, results, control):
         g = 2 * j + mgr.dcp_rank
         dst_rows = dst[j // ps].astype(np.int64) * ps + j % ps
         src_rows = src[g // ps].astype(np.int64) * ps + g % ps
-        for i, t in enumerate(r.kv_entries):
+        n_target = len(r.kv_entries) - r.kv_args.num_draft_entries
+        for i, t in enumerate(r.kv_entries[:n_target]):
             chk.rows(t, dst_rows, expected(cfg, t, 0, i)[src_rows], f"kv entry {i}")
+        # draft: every token l of the prompt at row l of virtual pages of 2 ps
+        vps = 2 * ps
+        tok = np.arange(cfg.num_pages * ps)
+        d_rows = dst[tok // vps].astype(np.int64) * vps + tok % vps
+        s_rows = src[tok // ps].astype(np.int64) * ps + tok % ps
+        for i, t in enumerate(r.kv_entries[n_target:], start=n_target):
+            # the prefill's draft pool has the size of a target pool
+            rows = r.kv_entries[0].shape[0]
+            want = H.pattern(rows * rows_of(t).shape[1], cfg.seed, 0, i).reshape(rows, -1)
+            chk.rows(t, d_rows, want[s_rows], f"draft kv entry {i}")
         check_aux(cfg, r, 0, H.aux_rows(0)[0], H.aux_rows(0)[1], chk)
         chk.untouched(r.kv_entries, "kv entry")
     report(results, role_name, rank, "done", {"status": int(st), "bytes": chk.bytes, "reason": reason_of(mgr, cfg.room)})

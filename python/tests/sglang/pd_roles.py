@@ -100,7 +100,7 @@ class StorePPGroup:
         return pickle.loads(self._store.get(key))
 
 
-def _mla_pool(cfg, layers: int, start_layer: Optional[int] = None):
+def _mla_pool(cfg, layers: int, start_layer: Optional[int] = None, size: Optional[int] = None):
     import torch
     from sglang.srt.mem_cache.memory_pool import MLATokenToKVPool
 
@@ -108,7 +108,7 @@ def _mla_pool(cfg, layers: int, start_layer: Optional[int] = None):
     if start_layer is not None:
         kw = dict(start_layer=start_layer, end_layer=start_layer + layers - 1)
     return MLATokenToKVPool(
-        size=cfg.pool_tokens,
+        size=size or cfg.pool_tokens,
         page_size=cfg.page_size,
         dtype=torch.bfloat16,
         kv_lora_rank=cfg.kv_lora_rank,
@@ -146,7 +146,8 @@ class Role:
 
     def __init__(self, cfg, role: str, rank: int, *, server_kw=None, world_rank=None,
                  dp_rank=None, pp_group=None, layers=None, start_layer=None,
-                 draft_layers: int = 0, states=None, mha_heads=None, ib_device=None):
+                 draft_layers: int = 0, draft_tokens: Optional[int] = None, states=None,
+                 mha_heads=None, ib_device=None):
         import torch  # noqa: F401
 
         for k, v in {**cfg.env, **cfg.role_env.get(role, {})}.items():
@@ -166,7 +167,7 @@ class Role:
             self.pool = _mha_pool(cfg, self.layers, mha_heads or cfg.total_kv_heads)
         self.draft = None
         if draft_layers:
-            self.draft = _mla_pool(cfg, draft_layers) if self.mla else _mha_pool(cfg, draft_layers, mha_heads or cfg.total_kv_heads)
+            self.draft = _mla_pool(cfg, draft_layers, size=draft_tokens) if self.mla else _mha_pool(cfg, draft_layers, mha_heads or cfg.total_kv_heads)
         self.mbufs = H._metadata_buffers(self.server_args)
         self.states = states or []  # [(StateType, [tensors], extra kwargs)]
         self.kv_args = self._kv_args(ib_device)

@@ -14,7 +14,8 @@ Covered here (issue 14, "Coverage of SGLang's mori backend"):
 * ``teardown()`` and ``deregister_memory`` (threads stopped, no
   registration left in mori-go, a stale descriptor refused), a new manager
   on the same pools afterwards (the role-switch pattern)
-* decode context-parallel relayout (``send_kvcache_dcp``, two chunks)
+* decode context-parallel relayout (``send_kvcache_dcp``, two chunks; with
+  a draft-model layer: conn.py's draft plan)
 * prefill pipeline parallel 2 (``PPConsensusStore``, layer offsets, aux
   from the last stage)
 * draft-model KV (both sides; decode only, where conn.py must skip the
@@ -49,7 +50,6 @@ What these runs cannot show on this CPU-only machine, and why:
 * conn.py refuses some combinations by design, not tested as transfers:
   qsa/minimax state with PP > 1, replicated (dim 0) Mamba state and
   non-MLA SWA across TP sizes, DCP on a non-MLA pool.
-* draft KV together with DCP (conn.py's ``draft_plan``) is not covered.
 """
 
 from __future__ import annotations
@@ -252,12 +252,16 @@ def test_prefill_pipeline_parallel_2():
 
 
 @pytest.mark.timeout(240)
-def test_decode_context_parallel_relayout():
+@pytest.mark.parametrize("draft", [0, 1], ids=["target_only", "with_draft_layer"])
+def test_decode_context_parallel_relayout(draft):
     """Decode context parallel 2 (tp 2, dcp 2, MLA) from a prefill without
     DCP: conn.py's send_kvcache_dcp sends each decode rank every second
     token of the prompt (rank r: tokens r, r+2, ...) packed into its own
-    pages, over two chunks; everything else on decode stays untouched."""
-    cfg = _cfg("dcp_paths", decode_tp=2, num_tokens=512, requests=1, env=_env())
+    pages, over two chunks; with a draft-model layer, each decode rank
+    also gets every token of the draft's KV (the draft plan, in pages of
+    page_size x dcp); everything else on decode stays untouched."""
+    cfg = _cfg("dcp_paths", decode_tp=2, num_tokens=512, requests=1, env=_env(),
+               extra={"draft": draft})
     ready, done = _run_done(cfg)
     assert sorted(ready[("decode", r)]["dcp"] for r in (0, 1)) == [(2, 0), (2, 1)], ready
     assert done[P0]["status"] == KV_SUCCESS and done[P0]["relayout"] == [True, True], done
