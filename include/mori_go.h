@@ -99,7 +99,12 @@ int mg_engine_remove_backend(mg_engine_t engine, uint32_t type);
 /* Copy the engine descriptor into buf. If cap is too small, returns
  * MG_ERR_INVALID_ARGS and sets *len to the size needed. */
 int mg_engine_desc(mg_engine_t engine, uint8_t *buf, size_t cap, size_t *len);
+/* Make a peer known and return at once (as MORI-IO): the handshake and the
+ * data-plane connections are made in the background. Transfers to the peer
+ * wait for them; a peer that cannot be reached fails the transfers (the
+ * first one after a backoff tries again), not this call. */
 int mg_engine_register_remote(mg_engine_t engine, const uint8_t *desc, size_t len);
+/* Forget a peer; its transfers fail. An unknown peer is no error. */
 int mg_engine_deregister_remote(mg_engine_t engine, const uint8_t *desc, size_t len);
 
 /* Register memory; device is the GPU ordinal (-1 for CPU memory). The memory
@@ -110,6 +115,7 @@ int mg_engine_deregister_remote(mg_engine_t engine, const uint8_t *desc, size_t 
  * descriptor instead of registering again. */
 int mg_register_memory(mg_engine_t engine, uint64_t ptr, uint64_t size, int32_t device, uint32_t location,
                        uint8_t *desc_out, size_t cap, size_t *len);
+/* Deregister memory; memory not registered (any more) is no error. */
 int mg_deregister_memory(mg_engine_t engine, const uint8_t *desc, size_t len);
 
 int mg_allocate_uid(mg_engine_t engine, uint64_t *uid);
