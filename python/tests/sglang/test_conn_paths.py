@@ -47,6 +47,13 @@ What these runs cannot show on this CPU-only machine, and why:
 * PP's one collective (``pp_group.broadcast_object`` in
   ``PPConsensusStore``) runs over torch's TCPStore rather than an NCCL/Gloo
   group (process groups are stated as metadata, as in pd_harness.py).
+* a decode-only draft with as many layers as the target (MHA) is not a
+  test: conn.py's ``_get_mha_mem_desc_slices`` then takes the branch for
+  ``dst_total_layers % layers == 0`` and writes the target's V into the
+  decode's draft K entries (the target's V stay unwritten). Found with
+  this harness (state_paths, layers=3, decode draft 3); an SGLang issue,
+  not mori-go's. The test uses a one-layer draft, where conn.py pairs
+  them right.
 * conn.py refuses some combinations by design, not tested as transfers:
   qsa/minimax state with PP > 1, replicated (dim 0) Mamba state and
   non-MLA SWA across TP sizes, DCP on a non-MLA pool.
