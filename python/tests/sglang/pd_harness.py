@@ -72,9 +72,6 @@ class PDConfig:
     room: int = 4242
     # ports (filled by PDRun)
     bootstrap_port: int = 0
-    # --disaggregation-ib-device of both servers (conn.py turns it into
-    # MORI_RDMA_DEVICES); None as when the flag is not given
-    ib_device: Optional[str] = None
     # failure injection: "decode_killed" makes prefill stop after the first
     # chunk until the parent has killed the decode processes.
     fault: Optional[str] = None
@@ -236,7 +233,6 @@ def _publish(cfg: PDConfig, role: str, rank: int):
         disaggregation_mode=role,
         disaggregation_transfer_backend="mori",
         disaggregation_bootstrap_port=cfg.bootstrap_port,
-        disaggregation_ib_device=cfg.ib_device,
     )
     # As SGLang's launcher: one scheduler process per TP rank, GPU = rank.
     publish(server_args, role="scheduler", ranks=SpawnRanks(world_rank=rank, gpu_id=rank))
