@@ -460,6 +460,7 @@ func mgo_engine_stats(h C.mg_engine_t, buf *C.char, capacity C.size_t, n *C.size
 		"bytes_read":          totals.BytesRead,
 		"transfers_succeeded": totals.Succeeded,
 		"transfers_failed":    totals.Failed,
+		"transfer_ns":         totals.TransferNanos,
 	})
 	if err != nil {
 		return result(err)

@@ -276,7 +276,8 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	// moment (the race detector caught OnDone appending while a timed-out
 	// transfer ran its OnDone functions).
 	t.Instance = e.instance.Add(1)
-	t.OnDone(func() { e.totals.count(t) })
+	start := time.Now()
+	t.OnDone(func() { e.totals.count(t, start) })
 	if err := e.flights.Add(t); err != nil {
 		t.FailErr(err) // a duplicate uid in flight: counted as failed
 		return st

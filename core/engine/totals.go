@@ -16,18 +16,22 @@ type Totals struct {
 	BytesRead    uint64 `json:"bytes_read"`
 	Succeeded    uint64 `json:"transfers_succeeded"`
 	Failed       uint64 `json:"transfers_failed"`
+	// TransferNanos sums, over the transfers that succeeded, the time from
+	// Submit to the end of the transfer (divide by Succeeded for the mean).
+	TransferNanos uint64 `json:"transfer_ns"`
 }
 
 type totalCounters struct {
-	written, read, succeeded, failed atomic.Uint64
+	written, read, succeeded, failed, nanos atomic.Uint64
 }
 
-// count records one ended transfer.
-func (c *totalCounters) count(t *core.Transfer) {
+// count records one ended transfer, submitted at start.
+func (c *totalCounters) count(t *core.Transfer, start time.Time) {
 	if t.EndCode() != core.StatusSuccess {
 		c.failed.Add(1)
 		return
 	}
+	c.nanos.Add(uint64(time.Since(start)))
 	c.succeeded.Add(1)
 	if t.Op == core.OpRead {
 		c.read.Add(t.Bytes)
@@ -40,10 +44,11 @@ func (c *totalCounters) count(t *core.Transfer) {
 func (e *Engine) Totals() Totals {
 	c := &e.totals
 	return Totals{
-		BytesWritten: c.written.Load(),
-		BytesRead:    c.read.Load(),
-		Succeeded:    c.succeeded.Load(),
-		Failed:       c.failed.Load(),
+		BytesWritten:  c.written.Load(),
+		BytesRead:     c.read.Load(),
+		Succeeded:     c.succeeded.Load(),
+		Failed:        c.failed.Load(),
+		TransferNanos: c.nanos.Load(),
 	}
 }
 
@@ -62,7 +67,7 @@ func (e *Engine) logTotals(interval time.Duration, stop <-chan struct{}) {
 		if t := e.Totals(); t != last {
 			last = t
 			e.log.Info("transfer totals", "bytes_written", t.BytesWritten, "bytes_read", t.BytesRead,
-				"transfers_succeeded", t.Succeeded, "transfers_failed", t.Failed)
+				"transfers_succeeded", t.Succeeded, "transfers_failed", t.Failed, "transfer_ns", t.TransferNanos)
 		}
 	}
 }

@@ -660,7 +660,8 @@ class IOEngine:
         """Engine counters: backend, in-flight transfers, registered regions,
         inbound entries, live handles; what this engine's transfers moved:
         bytes_written, bytes_read (of transfers that succeeded),
-        transfers_succeeded, transfers_failed; what it refused to peers:
+        transfers_succeeded, transfers_failed, transfer_ns (submit-to-end time
+        summed over the successful transfers); what it refused to peers:
         access_denied (accesses with a wrong memory token), streams_refused
         (data streams not admitted, over a limit, or failing TLS) (mori-go)."""
         h = self._handle()

@@ -28,6 +28,7 @@ def test_stats_count_bytes_of_successful_transfers():
         assert s["bytes_read"] - before["bytes_read"] == 123
         assert s["transfers_succeeded"] - before["transfers_succeeded"] == 2
         assert s["transfers_failed"] == before["transfers_failed"]
+        assert s["transfer_ns"] > before["transfer_ns"]
         assert b.stats()["bytes_written"] == 0  # the target starts nothing
     finally:
         a.close()
