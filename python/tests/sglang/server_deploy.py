@@ -103,6 +103,10 @@ class ServerOptions:
             "--max-running-requests", str(self.max_running_requests),
             "--chunked-prefill-size", str(self.chunked_prefill_size),
             "--random-seed", "0",
+            # an idle scheduler otherwise polls without pause (about 20 % of
+            # a core each here); it sleeps only when it has no request at
+            # all, and wakes on the next one
+            "--sleep-on-idle",
             "--log-level", self.log_level,
             *self.extra_args,
         ]
@@ -125,6 +129,7 @@ class Process:
         if self.proc is not None and self.proc.poll() is None:
             raise ServerError(f"{self.name} is already running (pid {self.proc.pid})")
         self.starts += 1
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         log = open(self.log_path, "ab")
         self.log_offset = log.tell()
         log.write(f"\n===== start {self.starts}: {' '.join(self.argv)}\n".encode())
