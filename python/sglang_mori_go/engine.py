@@ -98,11 +98,16 @@ def _u64_array(seq: Any, what: Any) -> Tuple[Any, int, int]:
         else:
             np = sys.modules.get("numpy")
             if np is not None and isinstance(seq, np.ndarray):
-                if seq.dtype is _np_uint64(np):
-                    try:  # C-contiguous and writable: used in place
-                        return seq, ctypes.addressof(ctypes.c_char.from_buffer(seq)), seq.size
-                    except (TypeError, ValueError, BufferError):
-                        pass
+                flags = seq.flags
+                if seq.dtype is _np_uint64(np) and flags.c_contiguous:
+                    n = seq.size
+                    if flags.writeable and n:  # used in place
+                        return seq, ctypes.addressof(ctypes.c_char.from_buffer(seq)), n
+                    if n <= _COPY_READONLY_UP_TO:
+                        # Read-only (a view of bytes, say): a copy is cheaper
+                        # than asking numpy for the address.
+                        seq = array.array("Q", seq.tobytes())
+                        return seq, (seq.buffer_info()[0] if n else 0), n
                 return _np_u64(np, seq, what)
     try:
         seq = array.array("Q", seq)
@@ -117,6 +122,9 @@ def _u64_array(seq: Any, what: Any) -> Tuple[Any, int, int]:
 
 
 _U64_DTYPE: Any = None
+
+# Read-only uint64 arrays up to this many values are copied (see _u64_array).
+_COPY_READONLY_UP_TO = 4096
 
 
 def _np_uint64(np: Any) -> Any:
