@@ -671,7 +671,9 @@ class IOEngine:
         transfers_succeeded, transfers_failed, transfer_ns (submit-to-end time
         summed over the successful transfers); what it refused to peers:
         access_denied (accesses with a wrong memory token), streams_refused
-        (data streams not admitted, over a limit, or failing TLS) (mori-go)."""
+        (data streams not admitted, over a limit, or failing TLS);
+        rdma_fallback: why RDMA was asked for and TCP serves ("" if not)
+        (mori-go)."""
         h = self._handle()
         return json.loads(_lib.call_sized(_lib.lib().mg_engine_stats, h, initial=512, what="stats"))
 
