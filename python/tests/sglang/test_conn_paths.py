@@ -130,7 +130,10 @@ def test_teardown_deregisters_and_a_new_manager_serves_the_next_request():
     changes nothing. A new MoriKVManager on the same pools (as a P<->D role
     switch builds) takes the next request byte for byte. Prefill's
     teardown() leaves no thread and no registration either."""
-    env = _env()
+    # aux over mori-go (its regions are torn down too); SGLang's ZMQ aux
+    # path lost the next request's aux row after the decode's role switch
+    # in one run of four (SGLang's per-thread aux sockets, not mori-go)
+    env = _env(SGLANG_MORI_SEND_AUX_RDMA="1")
     del env["SGLANG_MORI_WAIT_POLL_MS"]  # SGLang's default
     cfg = _cfg("teardown_paths", requests=2, env=env, extra={"stale_page": 0})
     # a page in neither request's destination (page 0 is SGLang's padding page)
