@@ -91,7 +91,7 @@ func (s *server) handshake(c net.Conn, br *bufio.Reader) (string, error) {
 	if err := s.join(h.From); err != nil {
 		return refuse(core.ErrBadState, "%v", err)
 	}
-	if _, err := c.Write(encodeVerdict(core.StatusSuccess, "")); err != nil {
+	if _, err := c.Write(encodeVerdict(core.StatusSuccess, s.comp.offer())); err != nil {
 		s.leave(h.From)
 		return "", err
 	}

@@ -41,6 +41,13 @@ type Config struct {
 	ReadBuffer int
 	// MaxConns bounds the target's inbound streams (default 4096).
 	MaxConns int
+	// Compression of write payloads to peers that offer it: "off" (the
+	// default), "s2", "zstd" or "auto" (compress while it pays); a target
+	// not "off" offers to decode them (transport/compress).
+	Compression string
+	// CompressElemSize, when 2 or more, byte-plane shuffles compressed
+	// payloads for elements of this size (2 for bf16/fp16 K/V).
+	CompressElemSize int
 	// MaxStreamsPerPeer bounds the streams one initiator engine may hold
 	// open to the target (default 64).
 	MaxStreamsPerPeer int
@@ -84,7 +91,8 @@ func (c *Config) fill() {
 type Backend struct {
 	cfg Config
 	env core.BackendEnv
-	srv *server
+	srv  *server
+	comp *compression // nil when compression is off
 
 	mu     sync.Mutex
 	peers  map[string]*peer
@@ -114,11 +122,16 @@ func Factory(c Config) func(core.BackendEnv, any) (core.Backend, error) {
 // New starts the data plane: it listens at once on env.Host.
 func New(cfg Config, env core.BackendEnv) (*Backend, error) {
 	cfg.fill()
-	srv, err := newServer(&cfg, env)
+	comp, err := newCompression(&cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{cfg: cfg, env: env, srv: srv, peers: make(map[string]*peer)}, nil
+	srv, err := newServer(&cfg, env, comp)
+	if err != nil {
+		comp.close()
+		return nil, err
+	}
+	return &Backend{cfg: cfg, env: env, srv: srv, comp: comp, peers: make(map[string]*peer)}, nil
 }
 
 // Type reports core.BackendTCP.
@@ -203,6 +216,7 @@ func (b *Backend) Close() error {
 		p.close(core.Errorf(core.ErrBadState, "engine closed"))
 	}
 	b.srv.close()
+	b.comp.close()
 	return nil
 }
 

@@ -19,6 +19,10 @@ import (
 //	                                key length u16 | target key | mac [32]
 //	target -> initiator  verdict:   code u8 | message length u16 | message
 //
+// A success verdict's message lists what the target offers, separated by
+// spaces (today only compressOffer); an initiator ignores what it does not
+// know.
+//
 // mac is HMAC-SHA256(secret, nonce | initiator key | 0 | target key) when
 // the engines share a secret, and zero bytes otherwise. A target with a
 // secret refuses a hello whose mac does not match before it reads anything
@@ -138,22 +142,29 @@ func encodeVerdict(code core.StatusCode, msg string) []byte {
 }
 
 func readVerdict(r io.Reader) error {
+	_, err := readVerdictOffer(r)
+	return err
+}
+
+// readVerdictOffer returns the message of a success verdict (what the
+// target offers, see compressOffer) or the refusal as an error.
+func readVerdictOffer(r io.Reader) (string, error) {
 	var head [3]byte
 	if _, err := io.ReadFull(r, head[:]); err != nil {
-		return fmt.Errorf("read handshake verdict: %w", err)
+		return "", fmt.Errorf("read handshake verdict: %w", err)
 	}
 	n := binary.LittleEndian.Uint16(head[1:])
 	if n > maxMessageLen {
-		return fmt.Errorf("read handshake verdict: %w: message of %d bytes", core.ErrMalformed, n)
+		return "", fmt.Errorf("read handshake verdict: %w: message of %d bytes", core.ErrMalformed, n)
 	}
 	msg := make([]byte, n)
 	if _, err := io.ReadFull(r, msg); err != nil {
-		return fmt.Errorf("read handshake verdict: %w", err)
+		return "", fmt.Errorf("read handshake verdict: %w", err)
 	}
 	if code := core.StatusCode(head[0]); code != core.StatusSuccess {
-		return core.Errorf(ErrRefusedCode(code), "peer refused the connection: %s", msg)
+		return "", core.Errorf(ErrRefusedCode(code), "peer refused the connection: %s", msg)
 	}
-	return nil
+	return string(msg), nil
 }
 
 // ErrRefusedCode maps a refusal code from the wire to a failure code.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/transport/compress"
 )
 
 // frame is one request on its way to a peer, with what its response needs.
@@ -24,6 +25,11 @@ type frame struct {
 	// frame's place is among the iovecs of its batch.
 	staged bool
 	iov    int
+	// Compression: the codec chosen for the frame's transfer, whether the
+	// peer's auto policy meters the frame on the link, and its wire size.
+	codec   compress.Codec
+	metered bool
+	wire    int
 }
 
 var framePool = sync.Pool{New: func() any { return new(frame) }}
@@ -39,6 +45,7 @@ func putFrame(f *frame) {
 	f.ranges = f.ranges[:0]
 	f.payload = 0
 	f.staged = false
+	f.codec, f.metered, f.wire = compress.Off, false, 0
 	if cap(f.buf) > 4<<20 {
 		f.buf = nil
 	}
@@ -51,6 +58,7 @@ type peer struct {
 	key  string
 	addr string
 	next atomic.Uint32
+	auto *compress.Auto // the compression policy in auto mode
 
 	mu      sync.Mutex
 	streams []*stream
@@ -58,7 +66,7 @@ type peer struct {
 }
 
 func newPeer(b *Backend, key, addr string) *peer {
-	return &peer{b: b, key: key, addr: addr, streams: make([]*stream, b.cfg.Streams)}
+	return &peer{b: b, key: key, addr: addr, streams: make([]*stream, b.cfg.Streams), auto: b.comp.newAuto()}
 }
 
 // connectAll dials every stream in parallel.
@@ -101,8 +109,9 @@ func (p *peer) dial() (*stream, error) {
 		h := hello{From: p.b.env.LocalKey, To: p.key, MAC: helloMAC(p.b.env.Secret, ch.Nonce, p.b.env.LocalKey, p.key)}
 		_, err = c.Write(h.encode())
 	}
+	var offer string
 	if err == nil {
-		err = readVerdict(c)
+		offer, err = readVerdictOffer(c)
 	}
 	if err != nil {
 		c.Close()
@@ -112,7 +121,7 @@ func (p *peer) dial() (*stream, error) {
 		return nil, err
 	}
 	c.SetDeadline(time.Time{})
-	s := &stream{p: p, c: c, br: bufio.NewReaderSize(c, 64<<10)}
+	s := &stream{p: p, c: c, br: bufio.NewReaderSize(c, 64<<10), compress: p.b.comp != nil && offered(offer)}
 	s.cond = sync.NewCond(&s.mu)
 	go s.writeLoop()
 	go s.readLoop()
@@ -214,8 +223,10 @@ func (p *peer) submit(t *core.Transfer) {
 	if cur != nil {
 		frames = append(frames, cur)
 	}
+	codec, metered := p.codecFor(t)
 	for _, f := range frames {
 		f.parts = uint32(len(frames))
+		f.codec, f.metered = codec, metered
 	}
 	t.Begin(len(frames))
 	start := int(p.next.Add(1))

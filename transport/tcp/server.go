@@ -20,6 +20,7 @@ type server struct {
 	env     core.BackendEnv
 	ln      net.Listener
 	log     *slog.Logger
+	comp    *compression // nil: compressed writes are refused
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -28,13 +29,13 @@ type server struct {
 	closed  bool
 }
 
-func newServer(cfg *Config, env core.BackendEnv) (*server, error) {
+func newServer(cfg *Config, env core.BackendEnv, comp *compression) (*server, error) {
 	host := env.Host
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(cfg.Port)))
 	if err != nil {
 		return nil, core.Errorf(core.ErrConnection, "tcp backend: listen on %s:%d: %w", host, cfg.Port, err)
 	}
-	s := &server{cfg: cfg, env: env, ln: ln, log: env.Logger, conns: make(map[net.Conn]struct{}), live: make(map[string]int), pending: make(map[string]int)}
+	s := &server{cfg: cfg, env: env, ln: ln, log: env.Logger, comp: comp, conns: make(map[net.Conn]struct{}), live: make(map[string]int), pending: make(map[string]int)}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
@@ -110,6 +111,8 @@ type connState struct {
 	bufs    net.Buffers
 	group   net.Buffers
 	spans   []core.DeviceSpan
+	cbuf    []byte   // a compressed payload
+	dsts    [][]byte // where it decodes to
 }
 
 func (s *server) serve(c net.Conn) error {
@@ -202,7 +205,11 @@ func (s *server) readRequest(st *connState) (inFrame, error) {
 	if err != nil {
 		return rq, err
 	}
-	if h.Type == reqWrite && rq.total != h.Payload {
+	if h.Flags&flagCompressed != 0 {
+		if err := s.checkCompressed(&h, rq.total); err != nil {
+			return rq, err
+		}
+	} else if h.Type == reqWrite && rq.total != h.Payload {
 		return rq, fmt.Errorf("%w: entries add up to %d bytes, header says %d", core.ErrMalformed, rq.total, h.Payload)
 	}
 	rq.h, rq.key = h, core.InboundKey{Peer: st.peer, UID: h.UID}
@@ -252,7 +259,12 @@ func (s *server) refuse(st *connState, rq *inFrame, why error) error {
 
 // serveWrite lands a write's payload in the region and acknowledges it.
 func (s *server) serveWrite(st *connState, rq *inFrame, region *core.Region) error {
-	deviceErr, err := s.receive(st, region, st.ranges, rq.h.Payload)
+	var deviceErr, err error
+	if rq.h.Flags&flagCompressed != 0 {
+		deviceErr, err = s.receiveCompressed(st, region, st.ranges, rq.h.Payload)
+	} else {
+		deviceErr, err = s.receive(st, region, st.ranges, rq.h.Payload)
+	}
 	lattrace.Mark(lattrace.TargetLand)
 	region.Release()
 	if err != nil {
@@ -263,7 +275,7 @@ func (s *server) serveWrite(st *connState, rq *inFrame, region *core.Region) err
 	s.env.Inbound.Complete(rq.key, rq.h.Instance, deviceErr)
 	if deviceErr != nil {
 		// The payload was read; the stream is in step.
-		s.log.Warn("tcp backend: write into GPU memory failed", "peer", st.peer, "uid", rq.h.UID, "err", deviceErr)
+		s.log.Warn("tcp backend: write failed", "peer", st.peer, "uid", rq.h.UID, "err", deviceErr)
 		return s.respond(st, reqWrite, core.CodeOf(deviceErr), deviceErr.Error(), 0)
 	}
 	return s.respond(st, reqWrite, core.StatusSuccess, "", 0)

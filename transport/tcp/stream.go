@@ -10,6 +10,7 @@ import (
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/internal/lattrace"
+	"github.com/mori-go/mori-go/transport/compress"
 )
 
 // stream is one TCP connection to a peer, with a writer goroutine that
@@ -23,6 +24,13 @@ type stream struct {
 	// Scratch of the GPU staging path, used by whoever writes.
 	spans []core.DeviceSpan
 	iov   net.Buffers
+
+	// compress: the target offered compression. srcs and cframes are
+	// scratch of whoever writes: a frame's ranges, the compressed payloads
+	// of the batch being written.
+	compress bool
+	srcs     [][]byte
+	cframes  []*compress.Frame
 
 	// Scratch of whoever writes (s.writing), reused batch after batch.
 	batch  []*frame
@@ -98,6 +106,7 @@ func (s *stream) fail(err error) {
 	// Frames in flight are not recycled: the reader may be matching a
 	// response to the first one, and the writer may still be sending them.
 	for _, f := range inflight {
+		s.meterDone(f, false)
 		f.t.FailErr(err)
 	}
 	for _, f := range queued {
@@ -165,6 +174,7 @@ func (s *stream) writeBatch(batch []*frame) error {
 		clear(used)
 		clear(bufs)
 		s.bufs, s.ready, s.used = bufs[:0], ready[:0], used[:0]
+		s.releaseCompressed()
 		s.mu.Lock()
 		s.writing = false
 		if len(s.queue) > 0 {
@@ -210,6 +220,7 @@ func (s *stream) writeBatch(batch []*frame) error {
 		s.inflightBytes += int(f.payload)
 	}
 	s.mu.Unlock()
+	s.meterStart(ready)
 	err := s.send(ready, bufs)
 	lattrace.Mark(lattrace.FrameOut)
 	for _, r := range used {
@@ -289,6 +300,10 @@ func (s *stream) encode(f *frame, bufs net.Buffers) (net.Buffers, error) {
 	if typ == reqRead {
 		return append(bufs, b), nil
 	}
+	if s.compresses(f) {
+		return s.encodeCompressed(f, bufs)
+	}
+	f.wire = need + int(f.payload)
 	if !t.Local.Host {
 		// The payload is staged while the frame is written (send).
 		f.buf = b

@@ -21,6 +21,7 @@ func (s *stream) readLoop() {
 		if !s.retire(f) {
 			return // fail() took the frames meanwhile and ended their transfers
 		}
+		s.meterDone(f, refused == nil)
 		if refused != nil {
 			f.t.FailErr(refused)
 		} else {
