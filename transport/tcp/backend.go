@@ -89,8 +89,8 @@ func (c *Config) fill() {
 
 // Backend is the TCP data plane of one engine.
 type Backend struct {
-	cfg Config
-	env core.BackendEnv
+	cfg  Config
+	env  core.BackendEnv
 	srv  *server
 	comp *compression // nil when compression is off
 
