@@ -11,6 +11,7 @@ import (
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/core/tlsconf"
 	"github.com/mori-go/mori-go/stack"
+	"github.com/mori-go/mori-go/transport/compress"
 	"github.com/mori-go/mori-go/transport/tcp"
 )
 
@@ -51,6 +52,10 @@ type tcpConfig struct {
 	Window         int   `json:"window"`
 	StallTimeoutMS int64 `json:"stall_timeout_ms"`
 	DialTimeoutMS  int64 `json:"dial_timeout_ms"`
+	// Compression: off | s2 | zstd | auto; CompressElemSize: byte-plane
+	// shuffle element (2 for bf16/fp16, 0 none).
+	Compression      string `json:"compression"`
+	CompressElemSize int    `json:"compress_elem_size"`
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -95,7 +100,13 @@ func (c *engineConfig) stackConfig() (stack.Config, error) {
 		Window:       c.TCP.Window,
 		StallTimeout: time.Duration(c.TCP.StallTimeoutMS) * time.Millisecond,
 		DialTimeout:  time.Duration(c.TCP.DialTimeoutMS) * time.Millisecond,
+
+		Compression:      c.TCP.Compression,
+		CompressElemSize: c.TCP.CompressElemSize,
 	}, RDMADevices: c.RDMADevices}
+	if _, err := compress.ParseMode(c.TCP.Compression); err != nil {
+		return stack.Config{}, core.Errorf(core.ErrInvalidArgs, "engine config: tcp: %v", err)
+	}
 	if c.Secret != "" {
 		ec.Secret = []byte(c.Secret)
 	}

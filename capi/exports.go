@@ -16,6 +16,7 @@ import (
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/core/engine"
 	"github.com/mori-go/mori-go/stack"
+	"github.com/mori-go/mori-go/transport/tcp"
 )
 
 // engineHandle is what an engine handle refers to.
@@ -445,7 +446,7 @@ func mgo_engine_stats(h C.mg_engine_t, buf *C.char, capacity C.size_t, n *C.size
 		backend = b.Type().String()
 	}
 	totals := eh.e.Totals()
-	j, err := json.Marshal(map[string]any{
+	stats := map[string]any{
 		"key":                 eh.e.Key(),
 		"backend":             backend,
 		"rdma_fallback":       eh.e.RDMAFallback(),
@@ -461,7 +462,11 @@ func mgo_engine_stats(h C.mg_engine_t, buf *C.char, capacity C.size_t, n *C.size
 		"transfers_succeeded": totals.Succeeded,
 		"transfers_failed":    totals.Failed,
 		"transfer_ns":         totals.TransferNanos,
-	})
+	}
+	if cs, ok := eh.e.DataBackend().(interface{ CompressionStats() tcp.CompressionStats }); ok {
+		stats["compression"] = cs.CompressionStats()
+	}
+	j, err := json.Marshal(stats)
 	if err != nil {
 		return result(err)
 	}

@@ -41,7 +41,14 @@ class IOEngineConfig:
     tls_cert              MORI_GO_TLS_CERT                engine certificate
     tls_key               MORI_GO_TLS_KEY                 its private key
     tls_ca                MORI_GO_TLS_CA                  CA of the peers
+    compression           MORI_GO_COMPRESSION             off|s2|zstd|auto
+    compress_elem_size    MORI_GO_COMPRESS_ELEM_SIZE      shuffle element (2)
     ===================== =============================== =====================
+
+    ``compression`` compresses TCP writes to peers that have it on too (a
+    peer with it off gets them uncompressed); ``auto`` compresses only
+    while it pays on the link (docs/benchmarks.md). ``compress_elem_size``
+    2 shuffles bf16/fp16 bytes by plane first, which helps zstd on K/V.
 
     The three ``tls_*`` files (PEM) turn on TLS 1.3 on the data plane, both
     ends presenting a certificate of the CA (docs/security.md); give all
@@ -70,6 +77,8 @@ class IOEngineConfig:
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
         tls_ca: Optional[str] = None,
+        compression: Optional[str] = None,
+        compress_elem_size: Optional[int] = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -86,6 +95,8 @@ class IOEngineConfig:
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.tls_ca = tls_ca
+        self.compression = compression
+        self.compress_elem_size = compress_elem_size
 
     def __repr__(self) -> str:
         return f"IOEngineConfig(host={self.host!r}, port={self.port!r})"

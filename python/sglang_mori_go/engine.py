@@ -275,9 +275,21 @@ class IOEngine:
             v = _pick(getattr(c, field), _env_int(env))
             if v is not None:
                 cfg[name] = int(v)
+        tcp: Dict[str, Any] = {}
         streams = _pick(c.tcp_streams, _env_int("MORI_GO_TCP_STREAMS"))
         if streams is not None:
-            cfg["tcp"] = {"streams": int(streams)}
+            tcp["streams"] = int(streams)
+        comp = _pick(getattr(c, "compression", None), _env("MORI_GO_COMPRESSION"))
+        if comp is not None:
+            m = str(comp).lower()
+            if m not in ("off", "s2", "zstd", "auto"):
+                raise InvalidArgsError(f"compression {comp!r} (MORI_GO_COMPRESSION): want off, s2, zstd or auto")
+            tcp["compression"] = m
+        elem = _pick(getattr(c, "compress_elem_size", None), _env_int("MORI_GO_COMPRESS_ELEM_SIZE"))
+        if elem is not None:
+            tcp["compress_elem_size"] = int(elem)
+        if tcp:
+            cfg["tcp"] = tcp
         tls = {}
         for field, env, name in (
             ("tls_cert", "MORI_GO_TLS_CERT", "cert"),

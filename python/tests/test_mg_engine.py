@@ -414,3 +414,32 @@ def test_offsets_from_numpy_arrays_of_every_layout():
         _u64_array(np.array([1, -1], dtype=np.int64), "test")
     with pytest.raises(mg.InvalidArgsError, match="integers"):
         _u64_array(np.array([1.5]), "test")
+
+
+def test_compression_setting_crosses_the_abi(monkeypatch):
+    """MORI_GO_COMPRESSION is read at engine creation, sent in JSON, and shown in stats()."""
+    monkeypatch.setenv("MORI_GO_COMPRESSION", "ZSTD")
+    monkeypatch.setenv("MORI_GO_COMPRESS_ELEM_SIZE", "2")
+    cfg = IOEngine._config_json("k", IOEngineConfig())
+    assert cfg["tcp"] == {"compression": "zstd", "compress_elem_size": 2}
+    assert IOEngine._config_json("k", IOEngineConfig(compression="off"))["tcp"]["compression"] == "off"
+    monkeypatch.setenv("MORI_GO_COMPRESSION", "lz4")
+    with pytest.raises(mg.InvalidArgsError, match="MORI_GO_COMPRESSION"):
+        IOEngine._config_json("k", IOEngineConfig())
+    monkeypatch.setenv("MORI_GO_COMPRESSION", "zstd")
+    a, b = make_engine("zinit"), make_engine("ztarget")
+    try:
+        a.register_remote_engine(b.get_engine_desc())
+        payload = bytes(range(256)) * 4096  # 1 MiB that compresses
+        src, dst = Buffer(len(payload), payload), Buffer(len(payload))
+        ms, md = src.register(a), dst.register(b)
+        st = a.write(ms, 0, md, 0, len(payload), a.allocate_transfer_uid())
+        assert st.Wait() == StatusCode.SUCCESS
+        assert dst.bytes() == payload
+        out, inb = a.stats()["compression"], b.stats()["compression"]
+        assert (out["mode"], out["shuffle_elem_size"]) == ("zstd", 2)
+        assert out["frames_out"] >= 1 and out["ratio"] < 0.5
+        assert inb["frames_in"] == out["frames_out"] and inb["raw_bytes_in"] == len(payload)
+    finally:
+        a.close()
+        b.close()

@@ -153,9 +153,9 @@ func (a *Auto) Sample(elem int, srcs [][]byte) {
 	var res [numCodecs][3]float64
 	for c := S2; c < numCodecs; c++ {
 		if cold { // the first run of a codec sets up its tables: not a measure
-			a.measure(c, in, out, back, elem)
+			a.measure(w, c, in, out, back, elem)
 		}
-		res[c] = a.measure(c, in, out, back, elem)
+		res[c] = a.measure(w, c, in, out, back, elem)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -168,16 +168,16 @@ func (a *Auto) Sample(elem int, srcs [][]byte) {
 
 // measure compresses in with codec c into out and back into back, and
 // returns the ratio and the encode and decode rates in bytes per second.
-func (a *Auto) measure(c Codec, in, out, back []byte, elem int) [3]float64 {
+func (a *Auto) measure(w *worker, c Codec, in, out, back []byte, elem int) [3]float64 {
 	t0 := time.Now()
-	wire, ok := a.c.compressBlock(c, out, in, elem)
+	wire, ok := a.c.compressBlock(w, c, out, in, elem)
 	t1 := time.Now()
 	ratio := 1.0
 	if ok {
 		ratio = float64(wire) / float64(len(in))
 		j := decodeJob{c: a.c, h: header{Codec: c}}
 		if elem >= 2 {
-			_ = j.decompressPlanes(back, out[:wire], elem)
+			_ = j.decompressPlanes(w, back, out[:wire], elem)
 		} else {
 			_ = j.decompress(back, out[:wire])
 		}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/huff0"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -37,6 +38,7 @@ type Compressor struct {
 type worker struct {
 	a, b   []byte
 	sample []byte
+	huff   huff0.Scratch
 }
 
 func (w *worker) scratch(n int) ([]byte, []byte) {

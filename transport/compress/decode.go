@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/klauspost/compress/huff0"
 	"github.com/klauspost/compress/s2"
 )
 
@@ -70,7 +71,7 @@ func (j *decodeJob) decodeBlock(w *worker, i int) error {
 	}
 	var err error
 	if elem >= 2 {
-		err = j.decompressPlanes(target, src, elem)
+		err = j.decompressPlanes(w, target, src, elem)
 	} else {
 		err = j.decompress(target, src)
 	}
@@ -92,7 +93,7 @@ func (j *decodeJob) decodeBlock(w *worker, i int) error {
 }
 
 // decompressPlanes fills dst from the elem planes of a shuffled block.
-func (j *decodeJob) decompressPlanes(dst, src []byte, elem int) error {
+func (j *decodeJob) decompressPlanes(w *worker, dst, src []byte, elem int) error {
 	for p := range elem {
 		if len(src) < 4 {
 			return fmt.Errorf("plane %d: %d bytes left, no room for its size", p, len(src))
@@ -104,18 +105,43 @@ func (j *decodeJob) decompressPlanes(dst, src []byte, elem int) error {
 		}
 		seg, out := src[:n], plane(dst, elem, p)
 		src = src[n:]
-		if len(out) == 0 {
-			if n != 0 {
-				return fmt.Errorf("plane %d: %d bytes for an empty plane", p, n)
-			}
+		switch {
+		case uint64(n) > uint64(len(out)):
+			return fmt.Errorf("plane %d: %d bytes for %d", p, n, len(out))
+		case int(n) == len(out): // stored
+			copy(out, seg)
 			continue
 		}
-		if err := j.decompress(out, seg); err != nil {
+		var err error
+		if huffPlane(j.h.Codec, len(out)) {
+			err = huffDecode(&w.huff, out, seg)
+		} else {
+			err = j.decompress(out, seg)
+		}
+		if err != nil {
 			return fmt.Errorf("plane %d: %w", p, err)
 		}
 	}
 	if len(src) != 0 {
 		return fmt.Errorf("%d bytes after the last plane", len(src))
+	}
+	return nil
+}
+
+// huffDecode fills dst from a huff0 plane: its table, then 4 streams; the
+// decoder writes within dst's capacity, its length.
+func huffDecode(s *huff0.Scratch, dst, src []byte) error {
+	s, rest, err := huff0.ReadTable(src, s)
+	if err != nil {
+		return err
+	}
+	s.MaxDecodedSize = len(dst)
+	out, err := s.Decoder().Decompress4X(dst[:0:len(dst)], rest)
+	if err != nil {
+		return err
+	}
+	if len(out) != len(dst) || &out[0] != &dst[0] {
+		return fmt.Errorf("plane decodes to %d bytes, want %d", len(out), len(dst))
 	}
 	return nil
 }

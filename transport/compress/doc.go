@@ -29,5 +29,9 @@
 //	                   blocks u32 | 0 u32 | raw bytes u64 | block bytes u64
 //	then blocks × (raw size u32, wire size u32), then the blocks' bytes.
 //	A block whose wire size equals its raw size is stored (not compressed,
-//	not shuffled); a compressed block is smaller than its raw size.
+//	not shuffled); a compressed block is smaller than its raw size. A
+//	compressed block of a shuffled frame (elem size 2 or more) is its elem
+//	byte planes one after the other, each as wire size u32 and bytes,
+//	stored when the wire size equals the plane's (the last plane holds the
+//	bytes past the last whole element).
 package compress

@@ -6,6 +6,8 @@ import (
 	"net"
 	"time"
 
+	kcompress "github.com/klauspost/compress"
+	"github.com/klauspost/compress/huff0"
 	"github.com/klauspost/compress/s2"
 )
 
@@ -93,7 +95,7 @@ func (f *Frame) encodeBlock(w *worker, i, region int) {
 		in = b
 	}
 	out := f.out[i*region : (i+1)*region : (i+1)*region]
-	wire, ok := f.c.compressBlock(f.codec, out, in, f.elem)
+	wire, ok := f.c.compressBlock(w, f.codec, out, in, f.elem)
 	if !ok {
 		copy(out, orig)
 		wire = n
@@ -109,29 +111,71 @@ func regionFor(n int) int {
 // compressBlock compresses in (already shuffled when elem is 2 or more)
 // into out and returns the wire size, or false when it does not shrink. A
 // shuffled block is compressed plane by plane (each with its own entropy
-// tables), each plane behind its compressed size (u32); the last plane also
-// holds the bytes past the last whole element.
-func (c *Compressor) compressBlock(codec Codec, out, in []byte, elem int) (int, bool) {
+// tables), each plane behind its wire size (u32): smaller than the plane
+// when compressed, equal when stored as is; the last plane also holds the
+// bytes past the last whole element.
+func (c *Compressor) compressBlock(w *worker, codec Codec, out, in []byte, elem int) (int, bool) {
 	if elem < 2 {
+		if !worthTrying(codec, in) {
+			return 0, false
+		}
 		enc, ok := c.compressInto(codec, out, in)
 		return len(enc), ok && len(enc) < len(in)
 	}
 	pos := 0
 	for p := range elem {
 		seg := plane(in, elem, p)
-		if len(seg) == 0 {
-			binary.LittleEndian.PutUint32(out[pos:], 0)
-			pos += 4
-			continue
-		}
-		enc, ok := c.compressInto(codec, out[pos+4:], seg)
-		if !ok || pos+4+len(enc) >= len(in) {
+		if pos+4+len(seg) > len(out) {
 			return 0, false
 		}
-		binary.LittleEndian.PutUint32(out[pos:], uint32(len(enc)))
-		pos += 4 + len(enc)
+		n := len(seg) // a plane that does not shrink is stored as is
+		if len(seg) > 0 && worthTrying(codec, seg) {
+			if enc, ok := c.compressPlane(w, codec, out[pos+4:], seg); ok && len(enc) < len(seg) {
+				n = len(enc)
+			}
+		}
+		if n == len(seg) {
+			copy(out[pos+4:], seg)
+		}
+		binary.LittleEndian.PutUint32(out[pos:], uint32(n))
+		pos += 4 + n
+		if pos >= len(in) {
+			return 0, false
+		}
 	}
 	return pos, true
+}
+
+// worthTrying tells whether zstd could shrink b: not when its bytes are
+// spread evenly (entropy within 3% of 8 bits a byte, as for random bytes
+// or the mantissa plane of bf16), which saves zstd's work on them. s2 skips
+// such data quickly by itself.
+func worthTrying(codec Codec, b []byte) bool {
+	if codec != Zstd || len(b) < 1024 {
+		return true
+	}
+	return kcompress.ShannonEntropyBits(b) < len(b)*8*97/100
+}
+
+// huffPlane tells whether a plane of n bytes of a shuffled block is coded
+// with huff0 alone: with zstd, up to huff0's block size. LZ matching finds
+// little in a byte plane of K/V (exponents, mantissas), so zstd's Huffman
+// stage on its own does the work, faster and a little smaller.
+func huffPlane(codec Codec, n int) bool {
+	return codec == Zstd && n > 0 && n <= huff0.BlockSizeMax
+}
+
+// compressPlane compresses one plane of a shuffled block into out.
+func (c *Compressor) compressPlane(w *worker, codec Codec, out, seg []byte) ([]byte, bool) {
+	if !huffPlane(codec, len(seg)) {
+		return c.compressInto(codec, out, seg)
+	}
+	w.huff.Reuse = huff0.ReusePolicyNone
+	enc, _, err := huff0.Compress4X(seg, &w.huff)
+	if err != nil || len(enc) > len(out) {
+		return nil, false
+	}
+	return out[:copy(out, enc)], true
 }
 
 // plane is the p-th of the elem planes of a shuffled block.
