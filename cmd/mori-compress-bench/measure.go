@@ -198,4 +198,3 @@ func gbps(s []sample) []float64 {
 	}
 	return out
 }
-
