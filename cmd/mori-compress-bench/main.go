@@ -45,7 +45,7 @@ type options struct {
 	role, listen, info, label, out string
 	modes, kinds                   []string
 	region, batch, rangeSize       int
-	inflight, rounds               int
+	inflight, rounds, pairs        int
 	measure, warm                  time.Duration
 }
 
@@ -64,6 +64,7 @@ func main() {
 	flag.IntVar(&o.rangeSize, "range", 64<<10, "bytes per range")
 	flag.IntVar(&o.inflight, "inflight", 2, "transfers in flight")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds over all modes (interleaved)")
+	flag.IntVar(&o.pairs, "pairs", 0, "then this many adjacent off/auto pairs per kind: the median auto/off ratio")
 	flag.DurationVar(&o.measure, "time", 3*time.Second, "time per measurement")
 	flag.DurationVar(&o.warm, "warm", 500*time.Millisecond, "warm-up before each measurement")
 	flag.Parse()
@@ -198,5 +199,8 @@ func runInitiator(o options) error {
 		return err
 	}
 	report(out, o, res)
+	if o.pairs > 0 {
+		return pairCheck(out, o, inf)
+	}
 	return nil
 }

@@ -94,7 +94,9 @@ func measureOne(o options, ed core.EngineDesc, md core.MemoryDesc, src *hostmem.
 		s.ratio = (float64(after.WireOut-before.WireOut) + float64(bytes-raw)) / float64(bytes)
 	}
 	if p, ok := after.Peers[ed.Key]; ok {
-		s.chosen = fmt.Sprintf("off %d, s2 %d, zstd %d", p.Batches["off"], p.Batches["s2"], p.Batches["zstd"])
+		z := p.Codecs["zstd"]
+		s.chosen = fmt.Sprintf("%d, %d, %d (link %.0f MB/s; zstd %.2f at %.0f/%.0f MB/s a core)", p.Batches["off"], p.Batches["s2"], p.Batches["zstd"],
+			p.LinkBytesPerSec/1e6, z.Ratio, z.EncodeBytesSec/1e6, z.DecodeBytesSec/1e6)
 	}
 	return s, nil
 }
@@ -164,7 +166,7 @@ func median(xs []float64) float64 {
 // rounds, its ratio to off's on the same data, and the wire/raw ratio.
 func report(w io.Writer, o options, res map[key][]sample) {
 	fmt.Fprintf(w, "\n#### %s\n\n", o.label)
-	fmt.Fprintln(w, "| data | mode | GB/s | vs off | wire/raw | auto's batches (off, s2, zstd) |")
+	fmt.Fprintln(w, "| data | mode | GB/s | vs off | wire/raw | auto: batches off, s2, zstd (what it measured) |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|")
 	for _, kind := range o.kinds {
 		off := 0.0
@@ -197,4 +199,44 @@ func gbps(s []sample) []float64 {
 		out[i] = x.gbps
 	}
 	return out
+}
+
+// pairCheck measures off and auto back to back o.pairs times on each kind
+// and prints the median of the auto/off ratios of the pairs: load from
+// elsewhere on the machine hits both halves of a pair alike.
+func pairCheck(w io.Writer, o options, inf targetInfo) error {
+	ed, md, err := inf.descs()
+	if err != nil {
+		return err
+	}
+	src, err := hostmem.Alloc(o.region)
+	if err != nil {
+		return err
+	}
+	defer src.Free()
+	fmt.Fprintf(w, "\nauto over off, %d adjacent pairs of %s each (median, min–max):", o.pairs, o.measure)
+	for i, kind := range o.kinds {
+		if err := kvdata.Fill(kvdata.Kind(kind), src.Bytes(), 7); err != nil {
+			return err
+		}
+		var ratios []float64
+		for range o.pairs {
+			off, err := measureOne(o, ed, md, src, "off", elemFor(kind))
+			if err != nil {
+				return err
+			}
+			auto, err := measureOne(o, ed, md, src, "auto", elemFor(kind))
+			if err != nil {
+				return err
+			}
+			ratios = append(ratios, auto.gbps/off.gbps)
+		}
+		sep := ";"
+		if i == len(o.kinds)-1 {
+			sep = "."
+		}
+		fmt.Fprintf(w, " %s %.3f (%.2f–%.2f)%s", kind, median(ratios), slices.Min(ratios), slices.Max(ratios), sep)
+	}
+	fmt.Fprintln(w)
+	return nil
 }

@@ -188,16 +188,20 @@ func (a *Auto) measure(w *worker, c Codec, in, out, back []byte, elem int) [3]fl
 	return [3]float64{ratio, rate(t1.Sub(t0)), rate(t2.Sub(t1))}
 }
 
-// linkWindow is how many wire bytes make one measurement of the link.
-const linkWindow = 1 << 20
+// A measurement of the link covers at least linkWindow bytes and
+// linkWindowTime of busy time: frames in flight together end in bursts, and
+// a window must hold several bursts to see the rate and not the burst.
+const (
+	linkWindow     = 1 << 20
+	linkWindowTime = 10 * time.Millisecond
+)
 
 // LinkStart marks a frame going onto the wire; LinkDone must follow.
 func (a *Auto) LinkStart() {
-	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.inflight == 0 {
-		a.busySince = now
+		a.busySince = time.Now() // under the lock: intervals never overlap
 	}
 	a.inflight++
 }
@@ -205,14 +209,14 @@ func (a *Auto) LinkStart() {
 // LinkDone marks a frame of wire bytes delivered (acknowledged). The link's
 // throughput is wire bytes over the time at least one frame was in flight.
 func (a *Auto) LinkDone(wire int) {
-	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	now := time.Now()
 	a.inflight--
 	a.busy += now.Sub(a.busySince)
 	a.busySince = now
 	a.busyBytes += wire
-	if a.busyBytes >= linkWindow && a.busy > 0 {
+	if a.busyBytes >= linkWindow && a.busy >= linkWindowTime {
 		a.link.add(float64(a.busyBytes) / a.busy.Seconds())
 		a.busy, a.busyBytes = 0, 0
 	}

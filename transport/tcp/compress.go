@@ -251,10 +251,21 @@ type CompressionStats struct {
 	Peers map[string]PeerCompression `json:"peers,omitempty"`
 }
 
-// PeerCompression is the auto policy's view of one peer.
+// PeerCompression is the auto policy's view of one peer: the link's
+// measured throughput, the batches sent with each codec, and what the
+// samples measured of each codec (wire/raw ratio, encode and decode
+// bytes per second on one core).
 type PeerCompression struct {
-	LinkBytesPerSec float64           `json:"link_bytes_per_s"`
-	Batches         map[string]uint64 `json:"batches"`
+	LinkBytesPerSec float64                  `json:"link_bytes_per_s"`
+	Batches         map[string]uint64        `json:"batches"`
+	Codecs          map[string]CodecEstimate `json:"codecs"`
+}
+
+// CodecEstimate is what auto's samples measured of one codec.
+type CodecEstimate struct {
+	Ratio          float64 `json:"ratio"`
+	EncodeBytesSec float64 `json:"encode_bytes_per_s"`
+	DecodeBytesSec float64 `json:"decode_bytes_per_s"`
 }
 
 // CompressionStats reports the compression stage (mode "off" when off).
@@ -278,11 +289,14 @@ func (b *Backend) CompressionStats() CompressionStats {
 			out.Peers = map[string]PeerCompression{}
 		}
 		as := p.auto.Stats()
-		batches := map[string]uint64{}
+		pc := PeerCompression{LinkBytesPerSec: as.Link, Batches: map[string]uint64{}, Codecs: map[string]CodecEstimate{}}
 		for c := compress.Off; c <= compress.Zstd; c++ {
-			batches[c.String()] = as.Chosen[c]
+			pc.Batches[c.String()] = as.Chosen[c]
+			if c != compress.Off {
+				pc.Codecs[c.String()] = CodecEstimate{Ratio: as.Ratio[c], EncodeBytesSec: as.Encode[c], DecodeBytesSec: as.Decode[c]}
+			}
 		}
-		out.Peers[key] = PeerCompression{LinkBytesPerSec: as.Link, Batches: batches}
+		out.Peers[key] = pc
 	}
 	return out
 }
