@@ -202,3 +202,22 @@ func TestParseMode(t *testing.T) {
 	_, err := ParseMode("lz4")
 	require.ErrorContains(t, err, `compression "lz4": want off, s2, zstd or auto`)
 }
+
+// Planes with runs and repeats still get LZ (zstd), not Huffman alone.
+func TestRepeatsStillCompressWhenShuffled(t *testing.T) {
+	c := newTest(t, 2)
+	periodic := bytes.Repeat(func() []byte {
+		b := make([]byte, 256)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		return b
+	}(), 4096)
+	for name, src := range map[string][]byte{"zeros": make([]byte, 1<<20), "periodic": periodic} {
+		frame := encodeBytes(t, c, Zstd, 2, [][]byte{src})
+		require.Less(t, len(frame), len(src)/20, name)
+		dst := make([]byte, len(src))
+		require.NoError(t, c.Decode(frame, [][]byte{dst}))
+		require.Equal(t, src, dst, name)
+	}
+}

@@ -39,6 +39,7 @@ type worker struct {
 	a, b   []byte
 	sample []byte
 	huff   huff0.Scratch
+	probe  []byte
 }
 
 func (w *worker) scratch(n int) ([]byte, []byte) {

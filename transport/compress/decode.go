@@ -98,7 +98,8 @@ func (j *decodeJob) decompressPlanes(w *worker, dst, src []byte, elem int) error
 		if len(src) < 4 {
 			return fmt.Errorf("plane %d: %d bytes left, no room for its size", p, len(src))
 		}
-		n := binary.LittleEndian.Uint32(src)
+		tag := binary.LittleEndian.Uint32(src)
+		n, huff := tag&^planeHuff, tag&planeHuff != 0
 		src = src[4:]
 		if uint64(n) > uint64(len(src)) {
 			return fmt.Errorf("plane %d: %d bytes, %d left", p, n, len(src))
@@ -113,7 +114,10 @@ func (j *decodeJob) decompressPlanes(w *worker, dst, src []byte, elem int) error
 			continue
 		}
 		var err error
-		if huffPlane(j.h.Codec, len(out)) {
+		if huff {
+			if j.h.Codec != Zstd || len(out) > huff0.BlockSizeMax {
+				return fmt.Errorf("plane %d: huff0 plane of %d bytes in a %v frame", p, len(out), j.h.Codec)
+			}
 			err = huffDecode(&w.huff, out, seg)
 		} else {
 			err = j.decompress(out, seg)

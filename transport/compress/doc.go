@@ -33,5 +33,7 @@
 //	compressed block of a shuffled frame (elem size 2 or more) is its elem
 //	byte planes one after the other, each as wire size u32 and bytes,
 //	stored when the wire size equals the plane's (the last plane holds the
-//	bytes past the last whole element).
+//	bytes past the last whole element). In a zstd frame the top bit of a
+//	plane's size marks a plane coded with huff0 alone (zstd's Huffman
+//	stage: exponent bytes have a skewed histogram and few repeats).
 package compress

@@ -128,16 +128,20 @@ func (c *Compressor) compressBlock(w *worker, codec Codec, out, in []byte, elem 
 		if pos+4+len(seg) > len(out) {
 			return 0, false
 		}
-		n := len(seg) // a plane that does not shrink is stored as is
+		n, huff := len(seg), false // a plane that does not shrink is stored as is
 		if len(seg) > 0 && worthTrying(codec, seg) {
-			if enc, ok := c.compressPlane(w, codec, out[pos+4:], seg); ok && len(enc) < len(seg) {
-				n = len(enc)
+			if enc, h, ok := c.compressPlane(w, codec, out[pos+4:], seg); ok && len(enc) < len(seg) {
+				n, huff = len(enc), h
 			}
 		}
 		if n == len(seg) {
 			copy(out[pos+4:], seg)
 		}
-		binary.LittleEndian.PutUint32(out[pos:], uint32(n))
+		tag := uint32(n)
+		if huff {
+			tag |= planeHuff
+		}
+		binary.LittleEndian.PutUint32(out[pos:], tag)
 		pos += 4 + n
 		if pos >= len(in) {
 			return 0, false
@@ -157,25 +161,35 @@ func worthTrying(codec Codec, b []byte) bool {
 	return kcompress.ShannonEntropyBits(b) < len(b)*8*97/100
 }
 
-// huffPlane tells whether a plane of n bytes of a shuffled block is coded
-// with huff0 alone: with zstd, up to huff0's block size. LZ matching finds
-// little in a byte plane of K/V (exponents, mantissas), so zstd's Huffman
-// stage on its own does the work, faster and a little smaller.
-func huffPlane(codec Codec, n int) bool {
-	return codec == Zstd && n > 0 && n <= huff0.BlockSizeMax
-}
+// planeHuff, the top bit of a plane's wire size, marks a plane coded with
+// huff0 alone (zstd's Huffman stage) rather than with the frame's codec.
+const planeHuff = 1 << 31
 
-// compressPlane compresses one plane of a shuffled block into out.
-func (c *Compressor) compressPlane(w *worker, codec Codec, out, seg []byte) ([]byte, bool) {
-	if !huffPlane(codec, len(seg)) {
-		return c.compressInto(codec, out, seg)
+// compressPlane compresses one plane of a shuffled block into out; huff
+// says it was coded with huff0. With zstd, a plane where LZ finds little
+// (the exponent or mantissa bytes of K/V: s2 does not halve a 4 KiB probe
+// of it) is coded with huff0 alone, faster than zstd and a little smaller;
+// other planes (runs, repeats) go through zstd.
+func (c *Compressor) compressPlane(w *worker, codec Codec, out, seg []byte) (enc []byte, huff, ok bool) {
+	if codec != Zstd || len(seg) > huff0.BlockSizeMax || lzHelps(w, seg) {
+		enc, ok = c.compressInto(codec, out, seg)
+		return enc, false, ok
 	}
 	w.huff.Reuse = huff0.ReusePolicyNone
 	enc, _, err := huff0.Compress4X(seg, &w.huff)
 	if err != nil || len(enc) > len(out) {
-		return nil, false
+		return nil, false, false
 	}
-	return out[:copy(out, enc)], true
+	return out[:copy(out, enc)], true, true
+}
+
+// lzHelps tells whether s2 halves the first 4 KiB of b.
+func lzHelps(w *worker, b []byte) bool {
+	probe := b[:min(len(b), 4<<10)]
+	if cap(w.probe) < s2.MaxEncodedLen(4<<10) {
+		w.probe = make([]byte, s2.MaxEncodedLen(4<<10))
+	}
+	return len(s2.Encode(w.probe, probe)) < len(probe)/2
 }
 
 // plane is the p-th of the elem planes of a shuffled block.

@@ -91,6 +91,7 @@ func TestHostileFrames(t *testing.T) {
 		{"zstd garbage", rawFrame(Zstd, 0, 1000, []int{1000}, [][]byte{bytes.Repeat([]byte{0x28}, 40)}), 1000, "block 0"},
 		{"plane past block", rawFrame(S2, 2, 1000, []int{1000}, [][]byte{append(u32(900), 1, 2, 3)}), 1000, "plane 0: 900 bytes, 3 left"},
 		{"plane past its size", rawFrame(S2, 2, 20, []int{20}, [][]byte{planes(11)}), 20, "plane 0: 11 bytes for 10"},
+		{"huff0 plane in an s2 frame", rawFrame(S2, 2, 20, []int{20}, [][]byte{append(u32(planeHuff|2), 1, 2)}), 20, "huff0 plane of 10 bytes in a s2 frame"},
 		{"plane size cut", rawFrame(S2, 2, 1000, []int{1000}, [][]byte{{1, 2}}), 1000, "no room for its size"},
 		{"after planes", rawFrame(S2, 2, 1000, []int{1000}, [][]byte{append(planes(1, 1), 9)}), 1000, "plane 0"},
 	}
