@@ -26,7 +26,9 @@
 // frames), staged.go (GPU payloads through staging rings), server.go (the
 // target: one goroutine per stream reads, checks and answers frames),
 // stall.go (the target's stall deadlines), proto.go (the wire format),
-// handshake.go, admit.go and gone.go (who may open a stream).
+// handshake.go, admit.go and gone.go (who may open a stream), compress.go
+// (optional compression of writes: negotiation, encoding, decoding into
+// the registered ranges, the auto policy per peer; docs/compression.md).
 //
 // Wire format, little-endian, after a handshake (see handshake.go):
 //
@@ -36,4 +38,9 @@
 //	         then entries × (remote offset u64, size u64), then the payload (writes)
 //	response (16 bytes): magic u16 | type u8 | code u8 | message length u32 | payload u64
 //	         then the message, then the payload (reads)
+//
+// A write with flag 1 (flagCompressed) carries a transport/compress frame as
+// its payload (payload u64 is the frame's length; the entries add up to the
+// raw bytes); it is sent only to a target whose handshake verdict offered
+// compression (compressOffer).
 package tcp
