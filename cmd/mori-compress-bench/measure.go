@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -63,7 +64,7 @@ func measureAll(o options, inf targetInfo) (map[key][]sample, error) {
 // measureOne makes an initiator with the mode, lets it warm up, then
 // measures writes for o.measure.
 func measureOne(o options, ed core.EngineDesc, md core.MemoryDesc, src *hostmem.Buffer, mode string, elem int) (sample, error) {
-	env := quietEnv("bench-initiator", "")
+	env := quietEnv(fmt.Sprintf("bench-initiator-%d", os.Getpid()), "")
 	b, err := tcp.New(tcp.Config{Compression: mode, CompressElemSize: elem}, env)
 	if err != nil {
 		return sample{}, err
@@ -111,8 +112,8 @@ type writer struct {
 	next   atomic.Uint64
 }
 
-// uids numbers the transfers of the whole run: the target remembers the
-// transfers of an initiator key across initiators.
+// uids numbers the transfers of the whole process: the target remembers
+// the transfers of an initiator key across the initiators made in turn.
 var uids atomic.Uint64
 
 func (w *writer) ranges() []core.Range {
