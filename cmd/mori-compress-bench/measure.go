@@ -3,10 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sort"
 	"sync"
-	"os"
 	"sync/atomic"
 	"time"
 
