@@ -35,6 +35,9 @@ type Auto struct {
 
 	mu        sync.Mutex
 	link      ewma // wire bytes per second while frames are in flight
+	// decayed sums of the link windows' bytes and busy seconds: the link
+	// is their ratio, each window weighted by its length
+	linkBytes, linkSecs float64
 	est       [numCodecs]estimate
 	batches   uint64
 	nextProbe uint64
@@ -217,19 +220,31 @@ func (a *Auto) LinkDone(wire int) {
 	a.busySince = now
 	a.busyBytes += wire
 	if a.busyBytes >= linkWindow && a.busy >= linkWindowTime {
-		a.link.add(float64(a.busyBytes) / a.busy.Seconds())
+		a.addLink(float64(a.busyBytes), a.busy.Seconds())
 		a.busy, a.busyBytes = 0, 0
 	}
 }
 
-// ObserveLink records a measured link throughput directly.
+// ObserveLink records wire bytes that took d on the link.
 func (a *Auto) ObserveLink(wire int, d time.Duration) {
 	if d <= 0 {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.link.add(float64(wire) / d.Seconds())
+	a.addLink(float64(wire), d.Seconds())
+}
+
+// addLink folds a window into the link's throughput: the ratio of decayed
+// sums of bytes and seconds, not an average of the windows' rates. Frames
+// in flight together share the link and are acknowledged in bursts, so
+// windows alternate between long slow ones and short fast ones; averaging
+// their rates would be dominated by the fast ones. a.mu is held.
+func (a *Auto) addLink(bytes, secs float64) {
+	a.linkBytes = 0.7*a.linkBytes + bytes
+	a.linkSecs = 0.7*a.linkSecs + secs
+	a.link.v = a.linkBytes / a.linkSecs
+	a.link.n++
 }
 
 // AutoStats is what Auto has measured and decided.

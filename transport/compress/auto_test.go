@@ -73,3 +73,15 @@ func TestAutoMeasuresTheLink(t *testing.T) {
 	require.Positive(t, link)
 	require.LessOrEqual(t, link, float64(linkWindow)/linkWindowTime.Seconds(), "bytes over at least the busy time slept")
 }
+
+// A long slow window and a short burst weigh by their length: the link is
+// bytes over seconds, not the mean of the two rates.
+func TestAutoWeighsLinkWindowsByTime(t *testing.T) {
+	c := newTest(t, 1)
+	a := NewAuto(c, AutoConfig{})
+	a.ObserveLink(1<<20, 600*time.Millisecond)
+	a.ObserveLink(3<<20, 20*time.Millisecond)
+	link := a.Stats().Link
+	require.Greater(t, link, float64(4<<20)/0.62*0.5)
+	require.Less(t, link, float64(4<<20)/0.62*1.5, "not the mean of 1.7 and 157 MB/s")
+}
