@@ -33,17 +33,17 @@ type Auto struct {
 	c   *Compressor
 	cfg AutoConfig
 
-	mu        sync.Mutex
-	link      ewma // wire bytes per second while frames are in flight
+	mu   sync.Mutex
+	link ewma // wire bytes per second while frames are in flight
 	// decayed sums of the link windows' bytes and busy seconds: the link
 	// is their ratio, each window weighted by its length
 	linkBytes, linkSecs float64
-	est       [numCodecs]estimate
-	batches   uint64
-	nextProbe uint64
-	probeGap  uint64
-	chosen    [numCodecs]uint64
-	last      Codec
+	est                 [numCodecs]estimate
+	batches             uint64
+	nextProbe           uint64
+	probeGap            uint64
+	chosen              [numCodecs]uint64
+	last                Codec
 
 	// the link meter
 	inflight  int
