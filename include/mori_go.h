@@ -83,9 +83,11 @@ const char *mg_last_error(void);
 /* Create an engine. config_json is a JSON object: {"key": "...", "host":
  * "10.0.0.1", "port": 0, "secret": "", "backend": "auto|tcp|rdma",
  * "transfer_timeout_ms": 60000, "log_level": "warn", "tcp": {"streams": 4,
- * "chunk_size": 1048576}, "rdma_devices": "", "tls": {"cert": "engine.crt",
+ * "chunk_size": 1048576, "compression": "off|s2|zstd|auto",
+ * "compress_elem_size": 0}, "rdma_devices": "", "tls": {"cert": "engine.crt",
  * "key": "engine.key", "ca": "ca.crt"}}. Only "key" is required; "tls"
- * (PEM files, all three) turns on TLS 1.3 on the data plane (docs/security.md). */
+ * (PEM files, all three) turns on TLS 1.3 on the data plane (docs/security.md);
+ * compression of TCP writes is described in docs/compression.md. */
 int mg_engine_create(const char *config_json, mg_engine_t *out);
 int mg_engine_destroy(mg_engine_t engine);
 /* Start the data plane; *actual receives the backend type in use. */

@@ -16,12 +16,15 @@ END = "<!-- compress-bench: end -->"
 INTRO = """## Compression on slow links (off, s2, zstd, auto)
 
 Writes from one TCP backend to another (transport/tcp with
-transport/compress), measured by `cmd/mori-compress-bench`: batches of
-16 MiB in 64 KiB ranges, 2 in flight, 4 streams. Each mode runs in turn
-on the same data, round after round; a row is the median of the rounds and
-"vs off" its speed over off's on the same data in the same run. "wire/raw"
-is the bytes sent over the bytes written (frames sent uncompressed count as
-1). Data, 64 MiB of each (internal/kvdata):
+transport/compress; docs/compression.md), measured by
+`cmd/mori-compress-bench`: transfers of 16 MiB (4 MiB at 100 Mb/s) in
+64 KiB ranges, 2 in flight, 4 streams, each mode with a fresh initiator
+(auto learns from nothing), 1 s of warm-up (2 s at 100 Mb/s) then 3 s
+measured (6 s at 100 Mb/s). The modes run in turn on the same data, round
+after round; a row is the median of the rounds, and "vs off" its speed
+over off's on the same data in the same run. GB/s counts the bytes written
+(raw); "wire/raw" is the bytes sent over the bytes written (frames sent
+uncompressed count as 1). Data, 64 MiB of each (internal/kvdata):
 
 - **bf16**: K/V-like values, normal draws times a log-normal scale per
   channel (1,024 channels), 2% of the channels twenty times larger,
@@ -33,10 +36,12 @@ is the bytes sent over the bytes written (frames sent uncompressed count as
 
 The links: two network namespaces joined by a veth pair, both directions
 shaped with `tc qdisc ... tbf` (this kernel has no netem), initiator in
-one, target in the other; then loopback. Both ends share this machine's
-two cores (and, while it ran, other jobs): compression speeds here are a
-fraction of a quiet server's, so the rate at which compressing stops paying
-is lower here than it would be there; auto measures it where it runs.
+one, target in the other; then loopback, where the last line compares auto
+with off over adjacent pairs of runs (load from elsewhere hits both halves
+of a pair alike). Both ends share this VM's two cores with other jobs:
+compression here runs at a fraction of a quiet server's speed (the auto
+column shows what its samples measured), so compressing stops paying at a
+slower link here than it would there; auto measures that where it runs.
 """
 
 
