@@ -98,7 +98,7 @@ func measureOne(o options, ed core.EngineDesc, md core.MemoryDesc, src *hostmem.
 		z := p.Codecs["zstd"]
 		zs := "does not shrink"
 		if z.Ratio < 0.999 {
-			zs = fmt.Sprintf("%.2f at %.0f/%.0f MB/s a core", z.Ratio, z.EncodeBytesSec/1e6, z.DecodeBytesSec/1e6)
+			zs = fmt.Sprintf("%.2f at %.0f/%.0f MB/s a core, vetoed %d times", z.Ratio, z.EncodeBytesSec/1e6, z.DecodeBytesSec/1e6, z.Vetoes)
 		}
 		s.chosen = fmt.Sprintf("%d, %d, %d (link %.0f MB/s; zstd %s)", p.Batches["off"], p.Batches["s2"], p.Batches["zstd"], p.LinkBytesPerSec/1e6, zs)
 	}

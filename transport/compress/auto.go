@@ -45,6 +45,13 @@ type Auto struct {
 	chosen              [numCodecs]uint64
 	last                Codec
 
+	// the check of the model (auto_check.go)
+	tput      [numCodecs]ewma // raw bytes per second of whole batches
+	vetoUntil [numCodecs]uint64
+	vetoGap   [numCodecs]uint64
+	vetoes    [numCodecs]uint64
+	sinceOff  uint64
+
 	// the link meter
 	inflight  int
 	busySince time.Time
@@ -95,7 +102,7 @@ func (a *Auto) Choose() (codec Codec, sample bool) {
 		sample = true
 		a.nextProbe = a.batches + a.probeGap
 	}
-	codec = a.decide()
+	codec = a.verify(a.decide())
 	a.chosen[codec]++
 	return codec, sample
 }
@@ -256,13 +263,20 @@ type AutoStats struct {
 	// Ratio, Encode and Decode rates (bytes per second, one core) per codec
 	// from the samples.
 	Ratio, Encode, Decode [numCodecs]float64
+	// Batch is the raw bytes per second of whole batches per codec; Vetoes
+	// counts the times a codec's batches were not faster than off's.
+	Batch  [numCodecs]float64
+	Vetoes [numCodecs]uint64
 }
 
 // Stats reads what Auto has measured and decided.
 func (a *Auto) Stats() AutoStats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := AutoStats{Link: a.link.v, Chosen: a.chosen}
+	s := AutoStats{Link: a.link.v, Chosen: a.chosen, Vetoes: a.vetoes}
+	for c := Off; c < numCodecs; c++ {
+		s.Batch[c] = a.tput[c].v
+	}
 	for c := S2; c < numCodecs; c++ {
 		s.Ratio[c], s.Encode[c], s.Decode[c] = a.est[c].ratio.v, a.est[c].enc.v, a.est[c].dec.v
 	}

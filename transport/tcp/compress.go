@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/transport/compress"
@@ -85,26 +87,35 @@ func (z *compression) newAuto() *compress.Auto {
 	return compress.NewAuto(z.c, compress.AutoConfig{})
 }
 
-// codecFor decides how the frames of t are sent: the fixed codec, or for
+// batchMeter follows one transfer of a peer in auto mode: when its last
+// frame is acknowledged, the policy learns how long the batch took.
+type batchMeter struct {
+	start time.Time
+	raw   int
+	codec compress.Codec
+	left  atomic.Int32
+	lost  atomic.Bool
+}
+
+// codecFor decides how the n frames of t are sent: the fixed codec, or for
 // auto the policy's choice for this batch (sampling t's data when the
-// policy asks); metered says whether the policy measures the link on them.
-func (p *peer) codecFor(t *core.Transfer) (codec compress.Codec, metered bool) {
-	var sample bool
+// policy asks) with the meter its frames report to (nil: not metered).
+func (p *peer) codecFor(t *core.Transfer, n int) (compress.Codec, *batchMeter) {
 	z := p.b.comp
 	if z == nil || t.Op != core.OpWrite || !t.Local.Host || t.Remote.Location == core.LocationGPU {
-		return compress.Off, false
+		return compress.Off, nil
 	}
 	var total uint64
 	for _, r := range t.Ranges {
 		total += r.Size
 	}
 	if total < compressMin {
-		return compress.Off, false
+		return compress.Off, nil
 	}
 	if p.auto == nil {
-		return z.mode.Codec(), false
+		return z.mode.Codec(), nil
 	}
-	codec, sample = p.auto.Choose()
+	codec, sample := p.auto.Choose()
 	if sample && t.Local.Use() == nil {
 		srcs := make([][]byte, 0, 4)
 		for _, r := range t.Ranges[:min(len(t.Ranges), 64)] {
@@ -113,7 +124,9 @@ func (p *peer) codecFor(t *core.Transfer) (codec compress.Codec, metered bool) {
 		p.auto.Sample(z.elem, srcs)
 		t.Local.Release()
 	}
-	return codec, true
+	m := &batchMeter{start: time.Now(), raw: int(total), codec: codec}
+	m.left.Store(int32(n))
+	return codec, m
 }
 
 // compresses tells whether f goes compressed on s.
@@ -168,22 +181,29 @@ func (s *stream) meterStart(ready []*frame) {
 		return
 	}
 	for _, f := range ready {
-		if f.metered {
+		if f.meter != nil {
 			s.p.auto.LinkStart()
 		}
 	}
 }
 
-// meterDone tells the peer's policy that f was delivered (wire 0: lost).
+// meterDone tells the peer's policy that f was delivered (wire 0: lost),
+// and, with the last frame of a batch delivered, how long the batch took.
 func (s *stream) meterDone(f *frame, delivered bool) {
-	if !f.metered {
+	m := f.meter
+	if m == nil {
 		return
 	}
 	wire := 0
 	if delivered {
 		wire = f.wire
+	} else {
+		m.lost.Store(true)
 	}
 	s.p.auto.LinkDone(wire)
+	if m.left.Add(-1) == 0 && !m.lost.Load() {
+		s.p.auto.Done(m.codec, m.raw, time.Since(m.start))
+	}
 }
 
 // checkCompressed checks a compressed write request before anything is
@@ -257,15 +277,20 @@ type CompressionStats struct {
 // bytes per second on one core).
 type PeerCompression struct {
 	LinkBytesPerSec float64                  `json:"link_bytes_per_s"`
+	OffBatchBytes   float64                  `json:"off_batch_bytes_per_s"`
 	Batches         map[string]uint64        `json:"batches"`
 	Codecs          map[string]CodecEstimate `json:"codecs"`
 }
 
-// CodecEstimate is what auto's samples measured of one codec.
+// CodecEstimate is what auto measured of one codec: from samples, the
+// ratio and encode and decode speeds; from whole batches sent with it, raw
+// bytes per second; and how often its batches were not faster than off's.
 type CodecEstimate struct {
 	Ratio          float64 `json:"ratio"`
 	EncodeBytesSec float64 `json:"encode_bytes_per_s"`
 	DecodeBytesSec float64 `json:"decode_bytes_per_s"`
+	BatchBytesSec  float64 `json:"batch_bytes_per_s"`
+	Vetoes         uint64  `json:"vetoes"`
 }
 
 // CompressionStats reports the compression stage (mode "off" when off).
@@ -289,11 +314,12 @@ func (b *Backend) CompressionStats() CompressionStats {
 			out.Peers = map[string]PeerCompression{}
 		}
 		as := p.auto.Stats()
-		pc := PeerCompression{LinkBytesPerSec: as.Link, Batches: map[string]uint64{}, Codecs: map[string]CodecEstimate{}}
+		pc := PeerCompression{LinkBytesPerSec: as.Link, OffBatchBytes: as.Batch[compress.Off], Batches: map[string]uint64{}, Codecs: map[string]CodecEstimate{}}
 		for c := compress.Off; c <= compress.Zstd; c++ {
 			pc.Batches[c.String()] = as.Chosen[c]
 			if c != compress.Off {
-				pc.Codecs[c.String()] = CodecEstimate{Ratio: as.Ratio[c], EncodeBytesSec: as.Encode[c], DecodeBytesSec: as.Decode[c]}
+				pc.Codecs[c.String()] = CodecEstimate{Ratio: as.Ratio[c], EncodeBytesSec: as.Encode[c], DecodeBytesSec: as.Decode[c],
+					BatchBytesSec: as.Batch[c], Vetoes: as.Vetoes[c]}
 			}
 		}
 		out.Peers[key] = pc

@@ -25,11 +25,11 @@ type frame struct {
 	// frame's place is among the iovecs of its batch.
 	staged bool
 	iov    int
-	// Compression: the codec chosen for the frame's transfer, whether the
-	// peer's auto policy meters the frame on the link, and its wire size.
-	codec   compress.Codec
-	metered bool
-	wire    int
+	// Compression: the codec chosen for the frame's transfer, the meter of
+	// the peer's auto policy (nil: not metered), and its wire size.
+	codec compress.Codec
+	meter *batchMeter
+	wire  int
 }
 
 var framePool = sync.Pool{New: func() any { return new(frame) }}
@@ -45,7 +45,7 @@ func putFrame(f *frame) {
 	f.ranges = f.ranges[:0]
 	f.payload = 0
 	f.staged = false
-	f.codec, f.metered, f.wire = compress.Off, false, 0
+	f.codec, f.meter, f.wire = compress.Off, nil, 0
 	if cap(f.buf) > 4<<20 {
 		f.buf = nil
 	}
@@ -223,10 +223,10 @@ func (p *peer) submit(t *core.Transfer) {
 	if cur != nil {
 		frames = append(frames, cur)
 	}
-	codec, metered := p.codecFor(t)
+	codec, meter := p.codecFor(t, len(frames))
 	for _, f := range frames {
 		f.parts = uint32(len(frames))
-		f.codec, f.metered = codec, metered
+		f.codec, f.meter = codec, meter
 	}
 	t.Begin(len(frames))
 	start := int(p.next.Add(1))
