@@ -50,6 +50,8 @@ type Auto struct {
 	vetoUntil [numCodecs]uint64
 	vetoGap   [numCodecs]uint64
 	vetoes    [numCodecs]uint64
+	trial     [numCodecs]bool // a trial batch is in flight
+	trialAt   [numCodecs]uint64
 	sinceOff  uint64
 
 	// the link meter

@@ -9,14 +9,17 @@ import "time"
 // batch's raw bytes over its time (submit to last acknowledgement) are
 // kept per codec, and a codec whose batches are not vetoFactor faster than
 // uncompressed ones is vetoed for a while (32 batches, doubling up to
-// 1024 while it keeps failing). While compressing, every offEvery-th batch
-// goes uncompressed to keep off's figure current.
+// 1024 while it keeps failing). Until a codec has checkAfter batches
+// measured, one batch at a time goes with it (a trial on a fast link costs
+// one slow batch, not a window of them). While compressing, every
+// offEvery-th batch goes uncompressed to keep off's figure current.
 const (
 	vetoFactor = 1.05
 	vetoFirst  = 32
 	vetoMax    = 1024
 	offEvery   = 16
-	checkAfter = 3 // batches of a codec measured before it is judged
+	checkAfter = 2  // batches of a codec measured before it is judged
+	trialLost  = 64 // batches after which a trial never reported is given up
 )
 
 // Done records a batch of raw bytes sent with codec that took d from
@@ -28,6 +31,7 @@ func (a *Auto) Done(codec Codec, raw int, d time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.tput[codec].add(float64(raw) / d.Seconds())
+	a.trial[codec] = false
 }
 
 // verify turns the model's choice into the codec to use; a.mu is held.
@@ -41,6 +45,13 @@ func (a *Auto) verify(c Codec) Codec {
 	t, off := &a.tput[c], &a.tput[Off]
 	if off.n == 0 {
 		return Off // nothing to compare with yet
+	}
+	if t.n < checkAfter {
+		if a.trial[c] && a.batches-a.trialAt[c] < trialLost {
+			return Off // one trial batch at a time
+		}
+		a.trial[c], a.trialAt[c] = true, a.batches
+		return c
 	}
 	if t.n >= checkAfter {
 		if t.v < off.v*vetoFactor {
