@@ -19,7 +19,7 @@ Writes from one TCP backend to another (transport/tcp with
 transport/compress; docs/compression.md), measured by
 `cmd/mori-compress-bench`: transfers of 16 MiB (4 MiB at 100 Mb/s) in
 64 KiB ranges, 2 in flight, 4 streams, each mode with a fresh initiator
-(auto learns from nothing), 1 s of warm-up (2 s at 100 Mb/s) then 3 s
+(auto learns from nothing), 2 s of warm-up (3 s on loopback) then 3 s
 measured (6 s at 100 Mb/s). The modes run in turn on the same data, round
 after round; a row is the median of the rounds, and "vs off" its speed
 over off's on the same data in the same run. GB/s counts the bytes written

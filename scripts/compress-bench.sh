@@ -61,7 +61,7 @@ for rate in $rates; do
     tc -n "$1" qdisc replace dev "$2" root tbf rate "$rate" burst "$burst" latency 20ms
   done
   label="veth shaped with tc tbf at ${rate/bit/b\/s} (10.77.0.1 → 10.77.0.2)"
-  sizes=(-time "$time" -warm 1s)
+  sizes=(-time "$time" -warm 2s)
   if (( bits <= 100000000 )); then # slow: smaller batches, longer runs
     sizes=(-batch $((4 << 20)) -time "$slow_time" -warm 2s)
   fi
@@ -71,6 +71,6 @@ done
 kill "$target_pid"; wait "$target_pid" 2>/dev/null || true; target_pid=
 
 # shellcheck disable=SC2086
-"$bin" -role local -label "loopback (no shaping, both ends in one process)" -time "$time" -warm 1s -rounds "$rounds" -pairs "${PAIRS:-6}" -out "$out" $EXTRA
+"$bin" -role local -label "loopback (no shaping, both ends in one process)" -time "$time" -warm 3s -rounds "$rounds" -pairs "${PAIRS:-6}" -out "$out" $EXTRA
 cat "$out"
 [[ ${DOCS:-1} == 1 ]] && python3 scripts/compress-bench-docs.py "$out" docs/benchmarks.md
