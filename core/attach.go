@@ -10,16 +10,6 @@ type Attachments struct {
 	m sync.Map
 }
 
-// Store attaches v under key. Prefer AttachmentKey.Store.
-func (a *Attachments) Store(key, v any) { a.m.Store(key, v) }
-
-// Load returns what is attached under key. Prefer AttachmentKey.Load.
-func (a *Attachments) Load(key any) (any, bool) { return a.m.Load(key) }
-
-// LoadAndDelete detaches what is attached under key. Prefer
-// AttachmentKey.Detach.
-func (a *Attachments) LoadAndDelete(key any) (any, bool) { return a.m.LoadAndDelete(key) }
-
 // AttachmentKey is one backend's slot, holding a T, in every region's
 // Attachments.
 type AttachmentKey[T any] struct {

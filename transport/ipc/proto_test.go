@@ -108,8 +108,8 @@ func TestOpenRefusedWithoutToken(t *testing.T) {
 		require.NoError(t, err)
 	}
 	openers := func(r *core.Region) int {
-		v, _ := r.Attachments.Load(b)
-		x := v.(*export)
+		x, ok := b.exports.Load(r)
+		require.True(t, ok)
 		x.mu.Lock()
 		defer x.mu.Unlock()
 		return len(x.openers)

@@ -43,7 +43,7 @@ func (b *Backend) RegisterMemory(r *core.Region) (*core.BackendBlob, error) {
 		rm.mrs = append(rm.mrs, mr)
 		rm.keys = append(rm.keys, RemoteKey{RKey: mr.RKey(), IOVA: uint64(r.Addr)})
 	}
-	r.Attachments.Store(b, rm)
+	b.regionMRs().Store(r, rm)
 	return &core.BackendBlob{Type: core.BackendRDMA, Data: encodeMemoryBlob(rm.keys)}, nil
 }
 
@@ -111,11 +111,11 @@ func (x *dmabufExport) close() {
 // DeregisterMemory deregisters a region's MRs: once it returns, no NIC
 // reads or writes the memory.
 func (b *Backend) DeregisterMemory(r *core.Region) {
-	v, ok := r.Attachments.LoadAndDelete(b)
+	rm, ok := b.regionMRs().Detach(r)
 	if !ok {
 		return
 	}
-	for _, mr := range v.(*regionMRs).mrs {
+	for _, mr := range rm.mrs {
 		if mr == nil {
 			continue
 		}
@@ -126,8 +126,11 @@ func (b *Backend) DeregisterMemory(r *core.Region) {
 }
 
 func regionOf(b *Backend, r *core.Region) *regionMRs {
-	if v, ok := r.Attachments.Load(b); ok {
-		return v.(*regionMRs)
-	}
-	return nil
+	rm, _ := b.regionMRs().Load(r)
+	return rm
+}
+
+// regionMRs is this backend's slot in every region's attachments.
+func (b *Backend) regionMRs() core.AttachmentKey[*regionMRs] {
+	return core.NewAttachmentKey[*regionMRs](b)
 }
