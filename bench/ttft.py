@@ -270,13 +270,21 @@ def markdown(res: Dict) -> str:
             oh = f"{r['overhead_median_ms']:+.0f} ms" if "overhead_median_ms" in r else "—"
             ohp = f"{r['overhead_paired_median_ms']:+.0f} ms" if "overhead_paired_median_ms" in r else "—"
             lines.append(f"| {length} | {name} | {r['median_ms']:.0f} ms | {r['p90_ms']:.0f} ms | {oh} | {ohp} |")
-    lines += ["", "| prompt | setup | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
+    lines += ["", "Where the time goes: mean milliseconds per request of each stage SGLang times "
+              "(`sglang:per_stage_req_latency_seconds` of each server, from the first to the last counted round):",
+              "", "| prompt | setup | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
     for length, rows in res["lengths"].items():
         for name, r in rows.items():
             st = r["stages_mean_ms"]
             lines.append(f"| {length} | {name} | " + " | ".join(f"{st[k]:.1f}" if k in st else "" for k in STAGES) + " |")
-    if "mori_totals" in res:
-        lines += ["", f"mori-go transfer totals: {json.dumps(res['mori_totals'])}"]
+    t = res.get("mori_totals", {}).get("prefill")
+    if t:
+        line = (f"mori-go's engine in the prefill server, whole run with warm-ups (its `transfer totals` log "
+                f"line): {t.get('bytes_written', 0)} B written ({t.get('bytes_written', 0) / 2**30:.2f} GiB) in "
+                f"{t.get('transfers_succeeded', 0)} transfers, {t.get('transfers_failed', 0)} failed")
+        if t.get("transfer_ns") and t.get("transfers_succeeded"):
+            line += f", {t['transfer_ns'] / t['transfers_succeeded'] / 1e6:.1f} ms from submit to end per transfer"
+        lines += ["", line + "."]
     return "\n".join(lines)
 
 
