@@ -125,7 +125,7 @@ def mori_totals(proc: sd.Process) -> Dict[str, int]:
     last: Dict[str, int] = {}
     for line in proc.log_text(proc.log_offset).splitlines():
         if "transfer totals" in line:
-            last = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+            last = {k: int(v) for k, v in re.findall(r"\b(bytes_\w+|transfers_\w+|transfer_ns)=(\d+)", line)}
     return last
 
 
@@ -339,7 +339,9 @@ def section(res: Dict) -> str:
         f"timed at the client (send to the first streamed chunk). Every round's greedy output ids were compared "
         f"across setups.",
         f"- Machine: {meta.get('cpus', 2)} CPUs shared with about seven other engineers' builds and tests; load "
-        f"average (1, 5, 15 min) {fmt(la0)} at start, {fmt(la1)} at the end; {meta.get('start', '')} to "
+        f"average (1, 5, 15 min) "
+        + (meta["load_note"] if "load_note" in meta else f"{fmt(la0)} at start, {fmt(la1)} at the end")
+        + f"; {meta.get('start', '')} to "
         f"{meta.get('end', '')}; mori-go at {meta.get('commit', '?')}. **With a load average around 20 on 2 "
         f"cores every request runs at a fraction of the machine, and the spread between rounds (seconds) is "
         f"larger than the differences between setups: read the per-stage means below, not the TTFT differences.**",
