@@ -38,6 +38,8 @@ if [[ -f python/pyproject.toml ]]; then
   ./scripts/test-python.sh
   echo "== SGLang's own mori PD backend on mori-go (pinned SGLang, installed once and cached)"
   ./python/tests/sglang/run.sh
+  echo "== the same SGLang harness tests with TLS 1.3 on every engine (the real-server deployment runs once, above)"
+  MORI_GO_SGLANG_REBUILD_WHEEL=0 ./python/tests/sglang/run.sh --tls --ignore=tests/sglang/test_sglang_servers.py
   echo "== peer benchmark smoke run (mori-go via Python and C ABI, raw sockets, memcpy)"
   ./scripts/bench-smoke.sh
 fi
