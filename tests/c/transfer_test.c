@@ -122,7 +122,7 @@ int main(void) {
         "garbage descriptor refused");
   CHECK(mg_allocate_uid(12345, &uid) == MG_ERR_INVALID_ARGS && strstr(mg_last_error(), "engine handle"),
         "bad engine handle refused");
-  char json[512];
+  char json[4096];
   CHECK(mg_desc_to_json(mb.bytes, mb.len, json, sizeof json, &mlen) == MG_OK && strstr(json, "\"kind\":\"memory\""),
         "desc to json: %.*s", (int)mlen, json);
 
@@ -132,7 +132,7 @@ int main(void) {
   uint8_t *once = malloc(SMALL);
   blob mo;
   size_t need = 0;
-  char stats[512];
+  char stats[8192];
   CHECK(mg_register_memory(b, (uint64_t)(uintptr_t)once, SMALL, -1, MG_LOC_CPU, NULL, 0, &need) == MG_ERR_INVALID_ARGS &&
             need > 0 && strstr(mg_last_error(), "too small"),
         "small buffer reports the size needed (%zu)", need);
