@@ -113,7 +113,7 @@ func (s *soak) oneBatch(r *rand.Rand, p *peer, base uint64, w int) {
 					a, b = srcBuf[rg.LocalOffset:rg.LocalOffset+rg.Size], dstBuf[rg.RemoteOffset:rg.RemoteOffset+rg.Size]
 				}
 				if !equal(a, b) {
-					s.errorf("worker %d: %s to %s: %d bytes at %d differ", w, op, p.e.Key(), rg.Size, rg.RemoteOffset)
+					s.errorf("worker %d: %s: %d bytes at %d differ", w, direction(kind, p), rg.Size, rg.RemoteOffset)
 				}
 			}
 			if kind == 2 {
@@ -135,4 +135,15 @@ func (s *soak) oneBatch(r *rand.Rand, p *peer, base uint64, w int) {
 			s.errorf("worker %d: %s with %s still %s after its timeout", w, op, p.e.Key(), c)
 		}
 	}
+}
+
+// direction names a batch's kind for the error list.
+func direction(kind int, p *peer) string {
+	switch kind {
+	case 0:
+		return "hub writes to " + p.e.Key()
+	case 1:
+		return "hub reads from " + p.e.Key()
+	}
+	return p.e.Key() + " writes into the hub"
 }

@@ -234,6 +234,9 @@ func (s *server) receiveCompressed(st *connState, r *core.Region, ranges []core.
 	if _, err := io.ReadFull(st.br, st.cbuf); err != nil {
 		return nil, err
 	}
+	if st.sr.in.gone() {
+		return nil, errInitiatorGone // see goneReader
+	}
 	if !r.Host {
 		return core.Errorf(core.ErrInvalidArgs, "compressed write into GPU memory %d: not supported", r.ID), nil
 	}

@@ -4,19 +4,11 @@ import (
 	"io"
 	"net"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/mori-go/mori-go/core"
 )
-
-// goneCheckGap: a read of a stream that comes this long after its previous
-// read first asks the kernel whether the initiator closed or reset the
-// connection meanwhile. Back to back reads (a stream busy with data) skip
-// the question; a process that was stopped or starved longer than this
-// asks it before it takes in bytes its kernel buffered meanwhile.
-const goneCheckGap = 50 * time.Millisecond
 
 // errInitiatorGone: the initiator closed or reset the connection; what is
 // still buffered belongs to transfers it already reported failed (it
@@ -24,27 +16,33 @@ const goneCheckGap = 50 * time.Millisecond
 // may land.
 var errInitiatorGone = core.Errorf(core.ErrConnection, "the initiator closed or reset the connection; the bytes still buffered are dropped, not written")
 
-// goneReader reads a TCP connection, after a gap only once the kernel says
-// the initiator is still there (the connection still established). Without
-// the check, a target stopped (SIGSTOP) or starved past the initiator's
-// stall timeout would, once it runs again, write into memory the frames its
-// kernel received before the initiator gave up on them: a reset does not
-// discard bytes already received.
+// goneReader reads a TCP connection and asks the kernel, after each read
+// of the socket, whether the initiator is still there (the connection
+// still established); the serving loop asks again (gone) before it lands
+// bytes it read earlier. Without the checks, a target stopped (SIGSTOP),
+// starved or merely a few milliseconds behind would write into memory the
+// frames its kernel received before the initiator gave up on them: a reset
+// does not discard bytes already received, and the initiator, having
+// reported those transfers failed, may already have handed the memory to
+// a new transfer (the one-hour soak caught exactly that: a write reported
+// successful, then overwritten by the late bytes of a failed one).
 //
-// Over TLS the check comes before each read after a gap, not after the
-// wait for data: a read already waiting when the process stopped takes in
-// what arrived meanwhile (TLS records are read whole), so the protection
-// is partial there.
+// What is left: bytes read from the socket while the connection was still
+// established are landed even when the reset arrives while they are being
+// copied, a window of the copy of one read (at most the read buffer, 64
+// KiB, or one read straight into the region). Over TLS the check comes
+// before each read, not after the wait for data: a read already waiting
+// takes in what arrived meanwhile (TLS records are read whole), so the
+// protection is partial there.
 type goneReader struct {
-	raw  syscall.RawConn // the TCP socket; nil: not a socket (no check)
-	c    net.Conn        // what is read: the socket, or TLS over it
-	tls  bool            // c is a layer over the socket
-	last time.Time       // when a read last returned
+	raw syscall.RawConn // the TCP socket; nil: not a socket (no check)
+	c   net.Conn        // what is read: the socket, or TLS over it
+	tls bool            // c is a layer over the socket
 }
 
 // newGoneReader reads c, which is plain or a layer (TLS) over plain.
 func newGoneReader(plain, c net.Conn) *goneReader {
-	r := &goneReader{c: c, tls: c != plain, last: time.Now()}
+	r := &goneReader{c: c, tls: c != plain}
 	if sc, ok := plain.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
@@ -59,20 +57,14 @@ func (r *goneReader) Read(p []byte) (int, error) {
 	}
 	if r.tls {
 		// A layer over the socket: check, then read through it.
-		if r.stale() {
+		if r.gone() {
 			return 0, errInitiatorGone
 		}
-		n, err := r.c.Read(p)
-		r.last = time.Now()
-		return n, err
+		return r.c.Read(p)
 	}
 	var n int
 	var err error
 	rerr := r.raw.Read(func(fd uintptr) bool {
-		if time.Since(r.last) > goneCheckGap && initiatorGone(int(fd)) {
-			n, err = 0, errInitiatorGone
-			return true
-		}
 		for {
 			n, err = syscall.Read(int(fd), p)
 			if err != syscall.EINTR {
@@ -82,9 +74,11 @@ func (r *goneReader) Read(p []byte) (int, error) {
 		if err == syscall.EAGAIN {
 			return false // wait until readable (or the read deadline)
 		}
+		if n > 0 && initiatorGone(int(fd)) {
+			n, err = 0, errInitiatorGone
+		}
 		return true
 	})
-	r.last = time.Now()
 	switch {
 	case rerr != nil: // deadline exceeded, connection closed
 		return 0, rerr
@@ -96,10 +90,10 @@ func (r *goneReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// stale says whether no read returned for goneCheckGap and the initiator
-// has gone meanwhile: called before landing bytes read earlier.
-func (r *goneReader) stale() bool {
-	if r.raw == nil || time.Since(r.last) <= goneCheckGap {
+// gone says whether the initiator has closed or reset the connection:
+// asked before landing bytes read earlier.
+func (r *goneReader) gone() bool {
+	if r.raw == nil {
 		return false
 	}
 	gone := false

@@ -27,6 +27,10 @@ type server struct {
 	live    map[string]int // authenticated streams per initiator key
 	pending map[string]int // connections in the handshake, per remote IP
 	closed  bool
+	// beforeLand, set by tests before the first stream, runs when a
+	// write's payload is about to land: a serving goroutine held there is
+	// one the scheduler left behind.
+	beforeLand func()
 }
 
 func newServer(cfg *Config, env core.BackendEnv, comp *compression) (*server, error) {
@@ -324,7 +328,10 @@ func (s *server) check(h *reqHeader, ranges []core.Range) (*core.Region, error) 
 // as deviceErr once the rest of the payload has been drained (the stream stays
 // in step, the frame is refused); streamErr is a broken stream.
 func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, payload uint64) (deviceErr, streamErr error) {
-	if st.sr.in.stale() {
+	if s.beforeLand != nil {
+		s.beforeLand()
+	}
+	if st.sr.in.gone() {
 		return nil, errInitiatorGone
 	}
 	if r.Host {
