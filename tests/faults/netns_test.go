@@ -149,6 +149,10 @@ func (p *netnsPair) peers(t *testing.T, mem int) (target, initiator *child) {
 func outcome(t *testing.T, target *child, res msg, size uint64, seed, uid0 uint64) (ok, failed int, okT, failT []time.Duration, firstErr string) {
 	t.Helper()
 	require.True(t, res.OK, res.Err)
+	// A Submit that waited for the socket (it writes small frames itself)
+	// delayed the deadlines of the requests behind it by as long.
+	require.Less(t, res.SubmitMS, float64(linkStall/time.Millisecond),
+		"Submit of %d writes waited %.0f ms for the lossy link", len(res.Result), res.SubmitMS)
 	for i, r := range res.Result {
 		d := time.Duration(r.MS * float64(time.Millisecond))
 		require.GreaterOrEqual(t, r.MS, 0.0, "transfer %d never ended", i)
@@ -167,7 +171,10 @@ func outcome(t *testing.T, target *child, res msg, size uint64, seed, uid0 uint6
 			firstErr = r.Msg
 		}
 		require.True(t, r.Code.Failed(), "transfer %d ended in %s", i, r.Code)
-		require.LessOrEqual(t, d, linkTimeout+time.Second, "transfer %d failed after its timeout: %s", i, r.Msg)
+		// The deadline is armed in Submit, which never waits for the link
+		// (checked below); the slack is the timer's goroutine on a loaded
+		// machine.
+		require.LessOrEqual(t, d, linkTimeout+2*time.Second, "transfer %d failed after its timeout: %s", i, r.Msg)
 	}
 	return
 }

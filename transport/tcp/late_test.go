@@ -71,3 +71,66 @@ func byteSize(n int) string {
 	}
 	return "KiB"
 }
+
+// Submit never waits for the socket: small writes to a target that has
+// stopped reading (here its serving goroutine is held) fill the socket's
+// buffers, and the submitter, which writes a small frame on an idle
+// stream itself, must hand what the socket does not take to the writer
+// goroutine rather than wait (on a lossy link the wait lasted seconds and
+// the deadlines of the requests behind it started late). Once the target
+// reads again every write lands intact: the frames cut by a full socket
+// are finished by the writer.
+func TestSubmitDoesNotWaitForAFullSocket(t *testing.T) {
+	const n, size = 64, 64 << 10 // 4 MiB: far more than the buffers of a stream nobody reads
+	target := newNode(t, "full-target", nil, nil)
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	target.b.srv.beforeLand = func() {
+		once.Do(func() {
+			close(held)
+			<-release
+		})
+	}
+	var released sync.Once
+	unhold := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(unhold)
+	ini := newNode(t, "full-initiator", nil, func(c *Config) { c.Streams = 1 })
+	require.NoError(t, ini.b.AddPeer(target.desc()))
+	dst := newGuarded(t, target.reg, n*size)
+	src := newGuarded(t, ini.reg, n*size)
+	src.fill(7)
+
+	sts := make([]*core.Status, n)
+	submitted := make(chan struct{})
+	go func() {
+		defer close(submitted)
+		for i := range sts {
+			sts[i] = core.NewStatus()
+			off := uint64(i * size)
+			ini.b.Submit(&core.Transfer{
+				Op: core.OpWrite, UID: uint64(i + 1), Instance: uint64(i + 1), Peer: target.key, Local: src.r, Status: sts[i],
+				Ranges: []core.Range{{LocalOffset: off, RemoteOffset: off, Size: size}},
+				Remote: core.MemoryDesc{EngineKey: target.key, ID: dst.r.ID, Token: dst.r.Token(), Location: core.LocationCPU, Size: dst.r.Size},
+			})
+		}
+	}()
+	select {
+	case <-held:
+	case <-time.After(ioDeadline):
+		t.Fatal("the target never started landing the first write")
+	}
+	select {
+	case <-submitted:
+	case <-time.After(ioDeadline / 2):
+		t.Fatal("Submit waited for the socket of a target that does not read")
+	}
+	for _, st := range sts {
+		require.False(t, st.Code().Terminal(), "a write ended while the target was held: %s", st.Message())
+	}
+	unhold()
+	for i, st := range sts {
+		require.Equal(t, core.StatusSuccess, st.Wait(ioDeadline), "write %d: %s", i, st.Message())
+	}
+	require.Equal(t, src.mem(), dst.mem(), "bytes differ after writes cut by a full socket")
+	dst.checkGuards(t)
+}

@@ -122,6 +122,9 @@ func (p *peer) dial() (*stream, error) {
 	}
 	c.SetDeadline(time.Time{})
 	s := &stream{p: p, c: c, br: bufio.NewReaderSize(c, 64<<10), compress: p.b.comp != nil && offered(offer)}
+	if tc, ok := c.(*net.TCPConn); ok {
+		s.raw, _ = tc.SyscallConn() // nil (no inline writes) on error
+	}
 	s.cond = sync.NewCond(&s.mu)
 	go s.writeLoop()
 	go s.readLoop()

@@ -6,7 +6,10 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/internal/lattrace"
@@ -17,9 +20,10 @@ import (
 // sends queued frames and a reader goroutine that matches responses to
 // frames in order.
 type stream struct {
-	p  *peer
-	c  net.Conn
-	br *bufio.Reader
+	p   *peer
+	c   net.Conn
+	br  *bufio.Reader
+	raw syscall.RawConn // the socket, for inline writes; nil over TLS (inline.go)
 
 	// Scratch of the GPU staging path, used by whoever writes.
 	spans []core.DeviceSpan
@@ -38,13 +42,15 @@ type stream struct {
 	used   []*core.Region
 	bufs   net.Buffers
 	inline [1]*frame
+	iovecs []unix.Iovec
 
 	mu            sync.Mutex
 	cond          *sync.Cond
 	queue         []*frame
 	inflight      []*frame
 	inflightBytes int
-	writing       bool // a goroutine is encoding and writing frames
+	writing       bool     // a goroutine is encoding and writing frames
+	handoff       *handoff // the rest of an inline write, for the writer goroutine
 	broken        error
 	redialing     bool // guarded by p.mu
 }
@@ -56,9 +62,10 @@ func (s *stream) healthy() bool {
 }
 
 // enqueue hands a frame to the stream. A small frame of host memory on an
-// idle stream is written at once by the caller, which saves waking the
-// writer goroutine (the larger part of a small transfer's latency);
-// anything else is queued for the writer.
+// idle stream is written at once by the caller, as far as the socket
+// takes it without waiting (inline.go), which saves waking the writer
+// goroutine (the larger part of a small transfer's latency); anything else
+// is queued for the writer.
 func (s *stream) enqueue(f *frame) error {
 	s.mu.Lock()
 	if s.broken != nil {
@@ -66,12 +73,12 @@ func (s *stream) enqueue(f *frame) error {
 		return s.broken
 	}
 	cfg := &s.p.b.cfg
-	if !s.writing && len(s.queue) == 0 && f.t.Local.Host && cfg.InlineBelow > 0 && f.payload <= uint64(cfg.InlineBelow) &&
-		s.inflightBytes < cfg.Window {
+	if s.raw != nil && !s.writing && s.handoff == nil && len(s.queue) == 0 && f.t.Local.Host &&
+		cfg.InlineBelow > 0 && f.payload <= uint64(cfg.InlineBelow) && s.inflightBytes < cfg.Window {
 		s.writing = true
 		s.inline[0] = f
 		s.mu.Unlock()
-		if err := s.writeBatch(s.inline[:]); err != nil {
+		if err := s.writeBatch(s.inline[:], true); err != nil {
 			s.fail(err) // fails f too: it is in flight or already failed
 		}
 		return nil
@@ -91,10 +98,13 @@ func (s *stream) fail(err error) {
 		return
 	}
 	s.broken = err
-	inflight, queued := s.inflight, s.queue
-	s.inflight, s.queue = nil, nil
+	inflight, queued, rest := s.inflight, s.queue, s.handoff
+	s.inflight, s.queue, s.handoff = nil, nil, nil
 	s.cond.Broadcast()
 	s.mu.Unlock()
+	if rest != nil {
+		rest.release()
+	}
 	if tc, ok := s.c.(*net.TCPConn); ok && len(inflight) > 0 {
 		// Reset, not close: a graceful close would still deliver the bytes
 		// of the frames in flight (the kernel keeps sending them after
@@ -134,7 +144,7 @@ func (s *stream) writeLoop() {
 	cfg := &s.p.b.cfg
 	for {
 		s.mu.Lock()
-		for s.broken == nil && (len(s.queue) == 0 || s.inflightBytes >= cfg.Window || s.writing) {
+		for s.broken == nil && s.handoff == nil && (len(s.queue) == 0 || s.inflightBytes >= cfg.Window || s.writing) {
 			s.cond.Wait()
 		}
 		if s.broken != nil {
@@ -142,6 +152,19 @@ func (s *stream) writeLoop() {
 			return
 		}
 		s.writing = true
+		if h := s.handoff; h != nil { // the rest of an inline write goes first
+			s.handoff = nil
+			s.mu.Unlock()
+			err := s.sendHandoff(h)
+			s.mu.Lock()
+			s.writing = false
+			s.mu.Unlock()
+			if err != nil {
+				s.fail(err)
+				return
+			}
+			continue
+		}
 		batch := s.batch[:0]
 		bytes := s.inflightBytes
 		for len(s.queue) > 0 && bytes < cfg.Window {
@@ -153,7 +176,7 @@ func (s *stream) writeLoop() {
 		}
 		s.batch = batch
 		s.mu.Unlock()
-		if err := s.writeBatch(batch); err != nil {
+		if err := s.writeBatch(batch, false); err != nil {
 			s.fail(err)
 			return
 		}
@@ -162,10 +185,13 @@ func (s *stream) writeLoop() {
 
 // writeBatch encodes and writes frames. The caller has set s.writing, which
 // makes it the stream's only writer; writeBatch clears it. It returns an
-// error when the stream is broken.
-func (s *stream) writeBatch(batch []*frame) error {
+// error when the stream is broken. An inline batch (frames of host memory)
+// is written without waiting for the socket; what it does not take is
+// handed to the writer goroutine.
+func (s *stream) writeBatch(batch []*frame, inline bool) error {
 	cfg := &s.p.b.cfg
 	bufs, ready, used := s.bufs[:0], s.ready[:0], s.used[:0]
+	var rest *handoff
 	defer func() {
 		// Drop the references to frames (back in the pool, or waiting for
 		// their response) and their buffers until the next batch.
@@ -177,10 +203,16 @@ func (s *stream) writeBatch(batch []*frame) error {
 		s.releaseCompressed()
 		s.mu.Lock()
 		s.writing = false
-		if len(s.queue) > 0 {
-			s.cond.Broadcast() // frames queued meanwhile: wake the writer
+		if rest != nil && s.broken == nil {
+			s.handoff, rest = rest, nil
+		}
+		if len(s.queue) > 0 || s.handoff != nil {
+			s.cond.Broadcast() // frames queued meanwhile, or a handoff: wake the writer
 		}
 		s.mu.Unlock()
+		if rest != nil { // broken meanwhile: nobody will write it
+			rest.release()
+		}
 	}()
 	for _, f := range batch {
 		if f.t.Done() {
@@ -221,7 +253,16 @@ func (s *stream) writeBatch(batch []*frame) error {
 	}
 	s.mu.Unlock()
 	s.meterStart(ready)
-	err := s.send(ready, bufs)
+	var err error
+	if inline {
+		var left net.Buffers
+		if left, err = s.writeNow(bufs); err == nil && len(left) > 0 {
+			rest = s.newHandoff(left, used)
+			return nil
+		}
+	} else {
+		err = s.send(ready, bufs)
+	}
 	lattrace.Mark(lattrace.FrameOut)
 	for _, r := range used {
 		r.Release()
