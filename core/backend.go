@@ -160,6 +160,9 @@ type Transfer struct {
 	Ranges   []Range
 	Status   *Status
 	Bytes    uint64
+	// ElemSize overrides the element size of the local region
+	// (RegionOptions.ElemSize) for this transfer: 0 keeps the region's.
+	ElemSize int
 
 	remaining atomic.Int64
 	once      sync.Once

@@ -25,6 +25,9 @@ type Region struct {
 	// Attachments is the backends' state of the region (see
 	// AttachmentKey).
 	Attachments Attachments
+	// ElemSize is the element size the caller gave at registration
+	// (RegionOptions.ElemSize): 0 leaves the data plane's default.
+	ElemSize int
 
 	token  Token // the capability peers present (Registry.Resolve)
 	mu     sync.Mutex
@@ -115,9 +118,39 @@ func NewRegistry() *Registry {
 	return &Registry{byID: make(map[uint32]*Region), nextID: 1}
 }
 
-// Add registers [addr, addr+size). It refuses null pointers, empty or
-// wrapping ranges and overlap with a registered region.
+// MaxElemSize is the largest element size a registration or a transfer
+// may name.
+const MaxElemSize = 16
+
+// RegionOptions are the settings of a registration besides its memory.
+type RegionOptions struct {
+	// ElemSize is the size in bytes of the elements the memory holds (2
+	// for bf16 or fp16 K/V), for a data plane that shuffles the bytes of
+	// elements into planes before compressing a write from it: 0 leaves
+	// the data plane's default, 1 means no shuffle, at most MaxElemSize.
+	ElemSize int
+}
+
+// CheckElemSize refuses an element size outside 0..MaxElemSize.
+func CheckElemSize(n int) error {
+	if n < 0 || n > MaxElemSize {
+		return Errorf(ErrInvalidArgs, "element size %d: want 0 (default), 1 (no shuffle) up to %d", n, MaxElemSize)
+	}
+	return nil
+}
+
+// Add registers [addr, addr+size) with no options (AddWith).
 func (g *Registry) Add(addr uintptr, size uint64, loc MemoryLocation, device int, host bool) (*Region, error) {
+	return g.AddWith(addr, size, loc, device, host, RegionOptions{})
+}
+
+// AddWith registers [addr, addr+size) with opts. It refuses null pointers,
+// empty or wrapping ranges, overlap with a registered region and options
+// out of bounds.
+func (g *Registry) AddWith(addr uintptr, size uint64, loc MemoryLocation, device int, host bool, opts RegionOptions) (*Region, error) {
+	if err := CheckElemSize(opts.ElemSize); err != nil {
+		return nil, fmt.Errorf("register memory %#x len %d: %w", addr, size, err)
+	}
 	if addr == 0 {
 		return nil, Errorf(ErrInvalidArgs, "register memory 0x0 len %d: null pointer", size)
 	}
@@ -153,6 +186,7 @@ func (g *Registry) Add(addr uintptr, size uint64, loc MemoryLocation, device int
 	}
 	r := NewRegion(g.nextID, addr, size, loc, device, host)
 	r.token = tok
+	r.ElemSize = opts.ElemSize
 	g.nextID++
 	g.byID[r.ID] = r
 	g.sorted = append(g.sorted, nil)

@@ -159,3 +159,19 @@ func TestRegionBytes(t *testing.T) {
 }
 
 func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }
+
+func TestRegistrationElementSize(t *testing.T) {
+	g := NewRegistry()
+	r, err := g.AddWith(0x1000, 16, LocationCPU, -1, true, RegionOptions{ElemSize: 2})
+	require.NoError(t, err)
+	require.Equal(t, 2, r.ElemSize)
+	plain, err := g.Add(0x2000, 16, LocationCPU, -1, true)
+	require.NoError(t, err)
+	require.Zero(t, plain.ElemSize, "no element size: the data plane's default")
+	for _, bad := range []int{-1, MaxElemSize + 1, 1 << 20} {
+		_, err := g.AddWith(0x3000, 16, LocationCPU, -1, true, RegionOptions{ElemSize: bad})
+		require.Equal(t, ErrInvalidArgs, CodeOf(err))
+		require.ErrorContains(t, err, "register memory 0x3000 len 16: element size")
+	}
+	require.Equal(t, 2, g.Len(), "nothing registered by a refused call")
+}

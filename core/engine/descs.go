@@ -56,6 +56,7 @@ type EncodedRequest struct {
 	Local, Remote []byte
 	Ranges        []core.Range
 	UID           uint64
+	ElemSize      int // Request.ElemSize
 	Refused       error
 }
 
@@ -79,7 +80,7 @@ func (e *Engine) decodeRequest(i int, er *EncodedRequest) (Request, error) {
 	if er.Refused != nil {
 		return Request{}, fmt.Errorf("transfer %d: %w", i, er.Refused)
 	}
-	rq := Request{Ranges: er.Ranges, UID: er.UID}
+	rq := Request{Ranges: er.Ranges, UID: er.UID, ElemSize: er.ElemSize}
 	var err error
 	if rq.Local, err = e.descs.decode(er.Local); err != nil {
 		return rq, fmt.Errorf("transfer %d: local descriptor: %w", i, err)

@@ -85,6 +85,9 @@ type Request struct {
 	Remote core.MemoryDesc
 	Ranges []core.Range
 	UID    uint64
+	// ElemSize overrides the local memory's element size for the shuffle
+	// of compressed writes (core.Transfer.ElemSize): 0 keeps it.
+	ElemSize int
 }
 
 // Engine is one transfer engine.
@@ -265,7 +268,7 @@ func (e *Engine) Submit(op core.Op, reqs []Request) []*core.Status {
 // transfer in flight (which arms its deadline) and routes it.
 func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	st := core.NewStatus()
-	t := &core.Transfer{Op: op, UID: rq.UID, Peer: rq.Remote.EngineKey, Remote: rq.Remote, Status: st}
+	t := &core.Transfer{Op: op, UID: rq.UID, Peer: rq.Remote.EngineKey, Remote: rq.Remote, Status: st, ElemSize: rq.ElemSize}
 	data, peer, err := e.checkRequest(t, rq)
 	if err != nil {
 		t.FailErr(err)
@@ -308,6 +311,8 @@ func (e *Engine) checkRequest(t *core.Transfer, rq *Request) (core.Backend, *rem
 		return nil, nil, core.Errorf(core.ErrBadState, "no available backend found, create backend first")
 	case t.Op != core.OpRead && t.Op != core.OpWrite:
 		return nil, nil, core.Errorf(core.ErrInvalidArgs, "unknown operation %d", t.Op)
+	case rq.ElemSize < 0 || rq.ElemSize > core.MaxElemSize:
+		return nil, nil, core.Errorf(core.ErrInvalidArgs, "element size %d: want 0 (the local memory's), 1 (no shuffle) up to %d", rq.ElemSize, core.MaxElemSize)
 	case !known:
 		return nil, nil, core.Errorf(core.ErrNotFound, "remote engine %q is not registered", rq.Remote.EngineKey)
 	case rq.Local.EngineKey != e.cfg.Key:

@@ -14,22 +14,23 @@ type regArgs struct {
 	size   uint64
 	device int
 	loc    core.MemoryLocation
+	opts   core.RegionOptions
 }
 
-// RegisterMemoryEncoded registers memory as RegisterMemory does and
+// RegisterMemoryEncoded registers memory as RegisterMemoryWith does and
 // returns its encoded descriptor, for a caller that has room for capacity
 // bytes. It registers exactly once: when the descriptor is longer than
 // capacity it returns the descriptor (so that the caller learns its
 // length) with an ErrInvalidArgs error and keeps the registration; the
 // next call with the same arguments returns that registration's
 // descriptor instead of registering again.
-func (e *Engine) RegisterMemoryEncoded(ptr uintptr, size uint64, device int, loc core.MemoryLocation, capacity int) ([]byte, error) {
-	args := regArgs{ptr: ptr, size: size, device: device, loc: loc}
+func (e *Engine) RegisterMemoryEncoded(ptr uintptr, size uint64, device int, loc core.MemoryLocation, opts core.RegionOptions, capacity int) ([]byte, error) {
+	args := regArgs{ptr: ptr, size: size, device: device, loc: loc, opts: opts}
 	e.keptMu.Lock()
 	b, kept := e.kept[args]
 	e.keptMu.Unlock()
 	if !kept {
-		d, err := e.RegisterMemory(ptr, size, device, loc)
+		d, err := e.RegisterMemoryWith(ptr, size, device, loc, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -65,12 +66,19 @@ func (e *Engine) forgetKept(id uint32) {
 	}
 }
 
-// RegisterMemory registers [ptr, ptr+size) and returns its descriptor.
-// GPU memory is checked with the GPU driver: it must be device memory of
-// device, inside one allocation. Without a driver it is treated as host
-// memory (logged once), if it is host memory mapped readable and writable
-// in this process; anything else is refused.
+// RegisterMemory registers [ptr, ptr+size) with no options
+// (RegisterMemoryWith) and returns its descriptor.
 func (e *Engine) RegisterMemory(ptr uintptr, size uint64, device int, loc core.MemoryLocation) (core.MemoryDesc, error) {
+	return e.RegisterMemoryWith(ptr, size, device, loc, core.RegionOptions{})
+}
+
+// RegisterMemoryWith registers [ptr, ptr+size) with opts (the element
+// size of its data, for the shuffle of compressed writes from it) and
+// returns its descriptor. GPU memory is checked with the GPU driver: it
+// must be device memory of device, inside one allocation. Without a driver
+// it is treated as host memory (logged once), if it is host memory mapped
+// readable and writable in this process; anything else is refused.
+func (e *Engine) RegisterMemoryWith(ptr uintptr, size uint64, device int, loc core.MemoryLocation, opts core.RegionOptions) (core.MemoryDesc, error) {
 	host := true
 	if loc == core.LocationGPU {
 		if e.cfg.GPU != nil {
@@ -90,7 +98,7 @@ func (e *Engine) RegisterMemory(ptr uintptr, size uint64, device int, loc core.M
 			})
 		}
 	}
-	r, err := e.reg.Add(ptr, size, loc, device, host)
+	r, err := e.reg.AddWith(ptr, size, loc, device, host, opts)
 	if err != nil {
 		return core.MemoryDesc{}, err
 	}

@@ -163,11 +163,15 @@ func (r *run) work(w *worker) {
 // counters are the running totals behind Stats.
 type counters struct {
 	encFrames, encRaw, encWire, encNanos, stored atomic.Uint64
+	shuffled                                     atomic.Uint64
 	decFrames, decRaw, decWire, decNanos         atomic.Uint64
 }
 
-func (s *counters) addEncode(raw, wire, stored int, d time.Duration) {
+func (s *counters) addEncode(raw, wire, stored int, shuffled bool, d time.Duration) {
 	s.encFrames.Add(1)
+	if shuffled {
+		s.shuffled.Add(1)
+	}
 	s.encRaw.Add(uint64(raw))
 	s.encWire.Add(uint64(wire))
 	s.stored.Add(uint64(stored))
@@ -183,10 +187,11 @@ func (s *counters) addDecode(raw, wire int, d time.Duration) {
 
 // Stats are the totals of a Compressor since it was made.
 type Stats struct {
-	// Frames encoded, their raw bytes in and wire bytes out, blocks stored
-	// because they did not shrink, and the time spent encoding.
-	EncodedFrames, RawIn, WireOut, StoredBlocks uint64
-	EncodeTime                                  time.Duration
+	// Frames encoded (ShuffledFrames of them shuffled), their raw bytes in
+	// and wire bytes out, blocks stored because they did not shrink, and
+	// the time spent encoding.
+	EncodedFrames, ShuffledFrames, RawIn, WireOut, StoredBlocks uint64
+	EncodeTime                                                  time.Duration
 	// Frames decoded, their wire bytes in and raw bytes out, and the time
 	// spent decoding.
 	DecodedFrames, WireIn, RawOut uint64
@@ -206,7 +211,7 @@ func (s Stats) Ratio() float64 {
 func (c *Compressor) Stats() Stats {
 	s := &c.stats
 	return Stats{
-		EncodedFrames: s.encFrames.Load(), RawIn: s.encRaw.Load(), WireOut: s.encWire.Load(),
+		EncodedFrames: s.encFrames.Load(), ShuffledFrames: s.shuffled.Load(), RawIn: s.encRaw.Load(), WireOut: s.encWire.Load(),
 		StoredBlocks: s.stored.Load(), EncodeTime: time.Duration(s.encNanos.Load()),
 		DecodedFrames: s.decFrames.Load(), WireIn: s.decWire.Load(), RawOut: s.decRaw.Load(),
 		DecodeTime: time.Duration(s.decNanos.Load()),

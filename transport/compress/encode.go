@@ -58,7 +58,7 @@ func (c *Compressor) Encode(codec Codec, elem int, srcs [][]byte) (*Frame, error
 		return nil, err
 	}
 	stored := f.seal(n, region)
-	c.stats.addEncode(f.raw, f.size, stored, time.Since(start))
+	c.stats.addEncode(f.raw, f.size, stored, elem >= 2, time.Since(start))
 	return f, nil
 }
 

@@ -61,6 +61,24 @@ func (z *compression) close() {
 	}
 }
 
+// elemFor is the shuffle element of t's compressed frames: the
+// transfer's, else its local registration's, else the engine's
+// (compress_elem_size); 1 (no shuffle) goes out as 0. The frame carries
+// it, and the target unshuffles with what the frame says.
+func (z *compression) elemFor(t *core.Transfer) int {
+	e := z.elem
+	switch {
+	case t.ElemSize > 0:
+		e = t.ElemSize
+	case t.Local.ElemSize > 0:
+		e = t.Local.ElemSize
+	}
+	if e < 2 {
+		return 0
+	}
+	return e
+}
+
 // offer is the success verdict's message of a target.
 func (z *compression) offer() string {
 	if z == nil {
@@ -121,7 +139,7 @@ func (p *peer) codecFor(t *core.Transfer, n int) (compress.Codec, *batchMeter) {
 		for _, r := range t.Ranges[:min(len(t.Ranges), 64)] {
 			srcs = append(srcs, t.Local.Bytes(r.LocalOffset, min(r.Size, 64<<10)))
 		}
-		p.auto.Sample(z.elem, srcs)
+		p.auto.Sample(z.elemFor(t), srcs)
 		t.Local.Release()
 	}
 	m := &batchMeter{start: time.Now(), raw: int(total), codec: codec}
@@ -143,7 +161,8 @@ func (s *stream) encodeCompressed(f *frame, bufs [][]byte) ([][]byte, error) {
 	for _, r := range f.ranges {
 		srcs = append(srcs, t.Local.Bytes(r.LocalOffset, r.Size))
 	}
-	cf, err := s.p.b.comp.c.Encode(f.codec, s.p.b.comp.elem, srcs)
+	z := s.p.b.comp
+	cf, err := z.c.Encode(f.codec, z.elemFor(t), srcs)
 	clear(srcs)
 	s.srcs = srcs[:0]
 	if err != nil {
@@ -255,8 +274,12 @@ func (s *server) receiveCompressed(st *connState, r *core.Region, ranges []core.
 
 // CompressionStats is what the compression stage did, for stats().
 type CompressionStats struct {
-	Mode     string `json:"mode"`
-	ElemSize int    `json:"shuffle_elem_size"`
+	Mode string `json:"mode"`
+	// ElemSize is the engine's default shuffle element; registrations and
+	// transfers may name their own. ShuffledOut counts the frames sent
+	// shuffled, whatever their element.
+	ElemSize    int    `json:"shuffle_elem_size"`
+	ShuffledOut uint64 `json:"shuffled_frames_out"`
 	// Sent: frames compressed, their raw and wire bytes, the ratio and the
 	// seconds spent compressing; blocks stored because they did not shrink.
 	FramesOut    uint64  `json:"frames_out"`
@@ -303,7 +326,7 @@ func (b *Backend) CompressionStats() CompressionStats {
 		return CompressionStats{Mode: "off", Ratio: 1}
 	}
 	cs := z.c.Stats()
-	out := CompressionStats{Mode: z.mode.String(), ElemSize: z.elem,
+	out := CompressionStats{Mode: z.mode.String(), ElemSize: z.elem, ShuffledOut: cs.ShuffledFrames,
 		FramesOut: cs.EncodedFrames, RawOut: cs.RawIn, WireOut: cs.WireOut, Ratio: cs.Ratio(),
 		EncodeSecs: cs.EncodeTime.Seconds(), StoredBlocks: cs.StoredBlocks,
 		FramesIn: cs.DecodedFrames, WireIn: cs.WireIn, RawIn: cs.RawOut, DecodeSecs: cs.DecodeTime.Seconds()}

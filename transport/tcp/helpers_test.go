@@ -45,6 +45,12 @@ const guardByte = 0xEE
 
 func newGuarded(t testing.TB, reg *core.Registry, size int) *guarded {
 	t.Helper()
+	return newGuardedWith(t, reg, size, core.RegionOptions{})
+}
+
+// newGuardedWith is newGuarded with registration options.
+func newGuardedWith(t testing.TB, reg *core.Registry, size int, opts core.RegionOptions) *guarded {
+	t.Helper()
 	guard := 4096
 	buf, err := hostmem.Alloc(guard + size + guard)
 	require.NoError(t, err)
@@ -57,7 +63,7 @@ func newGuarded(t testing.TB, reg *core.Registry, size int) *guarded {
 	for i := range b[guard+size:] {
 		b[guard+size+i] = guardByte
 	}
-	g.r, err = reg.Add(buf.Addr()+uintptr(guard), uint64(size), core.LocationCPU, -1, true)
+	g.r, err = reg.AddWith(buf.Addr()+uintptr(guard), uint64(size), core.LocationCPU, -1, true, opts)
 	require.NoError(t, err)
 	return g
 }
@@ -126,13 +132,19 @@ func (n *node) desc() core.EngineDesc {
 // transfer runs one transfer from n to the target memory and waits for it.
 func (n *node) transfer(t testing.TB, op core.Op, uid uint64, local *core.Region, target string, remote *core.Region, ranges []core.Range) *core.Status {
 	t.Helper()
-	st := core.NewStatus()
-	tr := &core.Transfer{
-		Op: op, UID: uid, Instance: uid, Peer: target, Local: local, Status: st, Ranges: ranges,
-		Remote: core.MemoryDesc{EngineKey: target, ID: remote.ID, Token: remote.Token(), Location: core.LocationCPU, Size: remote.Size},
-	}
-	n.b.Submit(tr)
+	st := n.start(op, uid, local, target, remote, ranges, 0)
 	require.True(t, st.Wait(ioDeadline).Terminal(), "transfer did not end")
+	return st
+}
+
+// start submits a transfer to the target memory (with the element size
+// elem, 0 for the local region's) and returns its status at once.
+func (n *node) start(op core.Op, uid uint64, local *core.Region, target string, remote *core.Region, ranges []core.Range, elem int) *core.Status {
+	st := core.NewStatus()
+	n.b.Submit(&core.Transfer{
+		Op: op, UID: uid, Instance: uid, Peer: target, Local: local, Status: st, Ranges: ranges, ElemSize: elem,
+		Remote: core.MemoryDesc{EngineKey: target, ID: remote.ID, Token: remote.Token(), Location: core.LocationCPU, Size: remote.Size},
+	})
 	return st
 }
 
