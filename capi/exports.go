@@ -185,22 +185,28 @@ func mgo_engine_deregister_remote(h C.mg_engine_t, p *C.uint8_t, n C.size_t) (rc
 //export mgo_register_memory
 func mgo_register_memory(h C.mg_engine_t, ptr C.uint64_t, size C.uint64_t, device C.int32_t, loc C.uint32_t, buf *C.uint8_t, capacity C.size_t, n *C.size_t) (rc C.int) {
 	defer guard(&rc)
+	return result(registerMemory(h, ptr, size, device, loc, core.RegionOptions{}, buf, capacity, n))
+}
+
+// registerMemory is mg_register_memory with the options of
+// mg_register_memory_opts.
+func registerMemory(h C.mg_engine_t, ptr C.uint64_t, size C.uint64_t, device C.int32_t, loc C.uint32_t, opts core.RegionOptions, buf *C.uint8_t, capacity C.size_t, n *C.size_t) error {
 	eh, err := engineOf(uint64(h))
 	if err != nil {
-		return result(err)
+		return err
 	}
 	room := int(capacity)
 	if buf == nil {
 		room = 0
 	}
-	b, err := eh.e.RegisterMemoryEncoded(uintptr(ptr), uint64(size), int(device), core.MemoryLocation(loc), room)
+	b, err := eh.e.RegisterMemoryEncoded(uintptr(ptr), uint64(size), int(device), core.MemoryLocation(loc), opts, room)
 	if b != nil && n != nil {
 		*n = C.size_t(len(b))
 	}
 	if err != nil {
-		return result(err)
+		return err
 	}
-	return result(copyOut(unsafe.Pointer(buf), capacity, b, n))
+	return copyOut(unsafe.Pointer(buf), capacity, b, n)
 }
 
 //export mgo_deregister_memory
@@ -237,27 +243,33 @@ func u64s(p *C.uint64_t, n int) []uint64 {
 //export mgo_submit
 func mgo_submit(h C.mg_engine_t, op C.uint32_t, xfers *C.mg_transfer_t, n C.size_t, out *C.mg_status_t) (rc C.int) {
 	defer guard(&rc)
+	return result(submit(h, op, xfers, n, submitOptions{}, out))
+}
+
+// submit is mg_submit with the options of mg_submit_opts.
+func submit(h C.mg_engine_t, op C.uint32_t, xfers *C.mg_transfer_t, n C.size_t, opts submitOptions, out *C.mg_status_t) error {
 	eh, err := engineOf(uint64(h))
 	if err != nil {
-		return result(err)
+		return err
 	}
 	if n == 0 {
-		return C.MG_OK
+		return nil
 	}
 	if xfers == nil || out == nil {
-		return result(core.Errorf(core.ErrInvalidArgs, "mg_submit: %v", errNullPointer))
+		return core.Errorf(core.ErrInvalidArgs, "mg_submit: %v", errNullPointer)
 	}
 	xs := unsafe.Slice(xfers, int(n))
 	reqs := make([]engine.EncodedRequest, len(xs))
 	for i := range xs {
 		reqs[i] = encodedRequest(&xs[i])
+		reqs[i].ElemSize = opts.ElemSize
 	}
 	statuses := eh.e.SubmitEncoded(core.Op(op), reqs)
 	outs := unsafe.Slice(out, len(statuses))
 	for i, st := range statuses {
 		outs[i] = C.mg_status_t(handles.add(st))
 	}
-	return C.MG_OK
+	return nil
 }
 
 // encodedRequest maps one mg_transfer_t; the engine decodes its

@@ -114,6 +114,12 @@ int mg_register_memory(mg_engine_t engine, uint64_t ptr, uint64_t size, int32_t 
   return mgo_register_memory(engine, ptr, size, device, location, desc_out, cap, len);
 }
 
+int mg_register_memory_opts(mg_engine_t engine, uint64_t ptr, uint64_t size, int32_t device, uint32_t location,
+                            const char *options_json, uint8_t *desc_out, size_t cap, size_t *len) {
+  MG_CHECK_FORK();
+  return mgo_register_memory_opts(engine, ptr, size, device, location, (char *)options_json, desc_out, cap, len);
+}
+
 int mg_deregister_memory(mg_engine_t engine, const uint8_t *desc, size_t len) {
   MG_CHECK_FORK();
   return mgo_deregister_memory(engine, (uint8_t *)desc, len);
@@ -127,6 +133,12 @@ int mg_allocate_uid(mg_engine_t engine, uint64_t *uid) {
 int mg_submit(mg_engine_t engine, uint32_t op, const mg_transfer_t *xfers, size_t n, mg_status_t *statuses) {
   MG_CHECK_FORK();
   return mgo_submit(engine, op, (mg_transfer_t *)xfers, n, statuses);
+}
+
+int mg_submit_opts(mg_engine_t engine, uint32_t op, const mg_transfer_t *xfers, size_t n, const char *options_json,
+                   mg_status_t *statuses) {
+  MG_CHECK_FORK();
+  return mgo_submit_opts(engine, op, (mg_transfer_t *)xfers, n, (char *)options_json, statuses);
 }
 
 int mg_status_code(mg_status_t status, uint32_t *code) {

@@ -117,6 +117,14 @@ int mg_engine_deregister_remote(mg_engine_t engine, const uint8_t *desc, size_t 
  * descriptor instead of registering again. */
 int mg_register_memory(mg_engine_t engine, uint64_t ptr, uint64_t size, int32_t device, uint32_t location,
                        uint8_t *desc_out, size_t cap, size_t *len);
+/* mg_register_memory with options: options_json is a JSON object, NULL or
+ * "" for none. {"elem_size": 2} says the memory holds elements of 2 bytes
+ * (bf16, fp16): compressed TCP writes from it shuffle their bytes into
+ * planes first (docs/compression.md); 0 takes the engine's
+ * "compress_elem_size", 1 means no shuffle, at most 16. Unknown fields are
+ * refused (MG_ERR_INVALID_ARGS). */
+int mg_register_memory_opts(mg_engine_t engine, uint64_t ptr, uint64_t size, int32_t device, uint32_t location,
+                            const char *options_json, uint8_t *desc_out, size_t cap, size_t *len);
 /* Deregister memory; memory not registered (any more) is no error. */
 int mg_deregister_memory(mg_engine_t engine, const uint8_t *desc, size_t len);
 
@@ -124,6 +132,13 @@ int mg_allocate_uid(mg_engine_t engine, uint64_t *uid);
 /* Start n transfers (op is mg_op). statuses[i] receives a handle for each,
  * also for transfers that failed at once (their status says why). */
 int mg_submit(mg_engine_t engine, uint32_t op, const mg_transfer_t *xfers, size_t n, mg_status_t *statuses);
+/* mg_submit with options for the whole batch: options_json is a JSON
+ * object, NULL or "" for none. {"elem_size": 2} shuffles the batch's
+ * compressed writes by 2-byte elements whatever the local memories were
+ * registered with (0 keeps theirs, 1 means no shuffle, at most 16). Bad
+ * options fail the call (MG_ERR_INVALID_ARGS) and start nothing. */
+int mg_submit_opts(mg_engine_t engine, uint32_t op, const mg_transfer_t *xfers, size_t n, const char *options_json,
+                   mg_status_t *statuses);
 
 int mg_status_code(mg_status_t status, uint32_t *code);
 /* Copy the status message; same size protocol as mg_engine_desc. */
