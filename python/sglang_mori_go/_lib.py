@@ -72,9 +72,13 @@ _PROTOTYPES = {
     "mg_engine_register_remote": (c_int, [c_uint64, c_char_p, c_size_t]),
     "mg_engine_deregister_remote": (c_int, [c_uint64, c_char_p, c_size_t]),
     "mg_register_memory": (c_int, [c_uint64, c_uint64, c_uint64, c_int32, c_uint32, c_void_p, c_size_t, _szp]),
+    "mg_register_memory_opts": (
+        c_int, [c_uint64, c_uint64, c_uint64, c_int32, c_uint32, c_char_p, c_void_p, c_size_t, _szp]
+    ),
     "mg_deregister_memory": (c_int, [c_uint64, c_char_p, c_size_t]),
     "mg_allocate_uid": (c_int, [c_uint64, _u64p]),
     "mg_submit": (c_int, [c_uint64, c_uint32, POINTER(Transfer), c_size_t, _u64p]),
+    "mg_submit_opts": (c_int, [c_uint64, c_uint32, POINTER(Transfer), c_size_t, c_char_p, _u64p]),
     "mg_status_code": (c_int, [c_uint64, _u32p]),
     "mg_status_message": (c_int, [c_uint64, c_void_p, c_size_t, _szp]),
     "mg_status_wait": (c_int, [c_uint64, c_int64, _u32p]),

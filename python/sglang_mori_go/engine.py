@@ -6,6 +6,7 @@ import array
 import ctypes
 import json
 import logging
+import operator
 import os
 import struct
 import sys
@@ -447,11 +448,18 @@ class IOEngine:
     # -- memory --------------------------------------------------------------
 
     def register_memory(
-        self, ptr: int, size: int, device_id: int, mem_loc: Union[MemoryLocationType, int]
+        self, ptr: int, size: int, device_id: int, mem_loc: Union[MemoryLocationType, int],
+        elem_size: Optional[int] = None,
     ) -> MemoryDesc:
         """Register ``size`` bytes at address ``ptr`` (an int) on GPU
         ``device_id`` (-1 for CPU memory). The memory must stay valid until
-        :meth:`deregister_memory`. Returns its descriptor."""
+        :meth:`deregister_memory`. Returns its descriptor.
+
+        ``elem_size`` (mori-go; MORI-IO has no such argument) is the size of
+        the elements the memory holds, for compressed TCP writes from it: 2
+        for bf16 or fp16 K/V shuffles their bytes into planes before
+        compressing (docs/compression.md); ``None`` or 0 takes the engine's
+        ``compress_elem_size``, 1 means no shuffle, at most 16."""
         h = self._handle()
         try:
             p, n, dev, loc = int(ptr), int(size), int(device_id), int(mem_loc)
@@ -461,16 +469,19 @@ class IOEngine:
             raise InvalidArgsError(f"register_memory: bad address {ptr!r}")
         if n <= 0 or n >= 1 << 64:
             raise InvalidArgsError(f"register_memory: bad size {size!r}")
-        blob = _lib.call_sized(
-            _lib.lib().mg_register_memory, h, p, n, dev, loc, initial=4096,
-            what=f"IOEngine({self.key!r}).register_memory({p:#x}, {n}, {dev}, {_loc_name(loc)})",
-        )
+        what = f"IOEngine({self.key!r}).register_memory({p:#x}, {n}, {dev}, {_loc_name(loc)})"
+        if elem_size is None:
+            blob = _lib.call_sized(_lib.lib().mg_register_memory, h, p, n, dev, loc, initial=4096, what=what)
+        else:
+            opts = _elem_options(elem_size, "register_memory")
+            blob = _lib.call_sized(_lib.lib().mg_register_memory_opts, h, p, n, dev, loc, opts, initial=4096, what=what)
         return MemoryDesc(blob)
 
-    def register_torch_tensor(self, tensor: Any) -> MemoryDesc:
+    def register_torch_tensor(self, tensor: Any, elem_size: Optional[int] = None) -> MemoryDesc:
         """Register a contiguous torch tensor (CPU or CUDA/ROCm device);
         torch itself is not imported (any object with torch's tensor
-        interface works)."""
+        interface works). ``elem_size`` as in :meth:`register_memory`
+        (``tensor.element_size()`` is the tensor's)."""
         if not tensor.is_contiguous():
             raise InvalidArgsError("register_torch_tensor: the tensor must be contiguous")
         nbytes = tensor.nelement() * tensor.element_size()
@@ -481,7 +492,7 @@ class IOEngine:
             loc, index = MemoryLocationType.GPU, (dev.index if dev.index is not None else 0)
         else:
             raise InvalidArgsError(f"register_torch_tensor: unsupported device type {dev.type!r} (cpu or cuda)")
-        return self.register_memory(tensor.data_ptr(), nbytes, index, loc)
+        return self.register_memory(tensor.data_ptr(), nbytes, index, loc, elem_size=elem_size)
 
     def deregister_memory(self, mem_desc: MemoryDesc) -> None:
         """Deregister local memory; transfers using it fail from now on.
@@ -511,8 +522,10 @@ class IOEngine:
         sizes: Sequence[Any],
         uids: Sequence[int],
         what: str,
+        elem_size: Optional[int] = None,
     ) -> List[TransferStatus]:
         h = self._handle()
+        opts = None if elem_size is None else _elem_options(elem_size, what)
         n = len(local_mems)
         if not (len(local_offsets) == len(remote_mems) == len(remote_offsets) == len(sizes) == len(uids) == n):
             raise InvalidArgsError(
@@ -545,7 +558,10 @@ class IOEngine:
                 got = repr(uid) if isinstance(uid, int) else _type_name_of(uid)
                 raise InvalidArgsError(f"{what}: uid {i} must be an int in [0, 2**64), got {got}") from None
         out = (c_uint64 * n)()
-        rc = _lib.lib().mg_submit(h, op, xfers, n, out)
+        if opts is None:
+            rc = _lib.lib().mg_submit(h, op, xfers, n, out)
+        else:
+            rc = _lib.lib().mg_submit_opts(h, op, xfers, n, opts, out)
         if rc:
             _lib.raise_for(rc, f"IOEngine({self.key!r}).{what}")
         return [TransferStatus._from_handle(s) for s in out]
@@ -564,13 +580,15 @@ class IOEngine:
 
     def write(
         self, local_mem: MemoryDesc, local_offset: int, remote_mem: MemoryDesc, remote_offset: int, size: int,
-        transfer_uid: int,
+        transfer_uid: int, *, elem_size: Optional[int] = None,
     ) -> TransferStatus:
         """Write ``size`` bytes of local memory at ``local_offset`` to
-        remote memory at ``remote_offset``. Returns at once."""
+        remote memory at ``remote_offset``. Returns at once. ``elem_size``
+        (mori-go) overrides the local memory's element size for this write
+        (see :meth:`register_memory`; 1: no shuffle)."""
         return self._submit(
             _OP_WRITE, (local_mem,), ((local_offset,),), (remote_mem,), ((remote_offset,),), ((size,),),
-            (transfer_uid,), "write",
+            (transfer_uid,), "write", elem_size,
         )[0]
 
     def batch_read(
@@ -589,11 +607,14 @@ class IOEngine:
 
     def batch_write(
         self, local_mems: Sequence[MemoryDesc], local_offsets: Sequence[Any], remote_mems: Sequence[MemoryDesc],
-        remote_offsets: Sequence[Any], sizes: Sequence[Any], transfer_uids: Sequence[int],
+        remote_offsets: Sequence[Any], sizes: Sequence[Any], transfer_uids: Sequence[int], *,
+        elem_size: Optional[int] = None,
     ) -> List[TransferStatus]:
-        """Engine-level multi-pair write; see :meth:`batch_read`."""
+        """Engine-level multi-pair write; see :meth:`batch_read`.
+        ``elem_size`` (mori-go) overrides the local memories' element size
+        for the whole batch (see :meth:`register_memory`; 1: no shuffle)."""
         return self._submit(_OP_WRITE, local_mems, local_offsets, remote_mems, remote_offsets, sizes, transfer_uids,
-                            "batch_write")
+                            "batch_write", elem_size)
 
     def wait_all(
         self, statuses: Sequence[Optional[TransferStatus]], timeout_ms: int = -1, fail_fast: bool = False,
@@ -710,20 +731,24 @@ class IOEngineSession:
         return self._engine._submit(_OP_READ, self._local, ((local_offset,),), self._remote, ((remote_offset,),),
                                     ((size,),), (transfer_uid,), "session.read")[0]
 
-    def write(self, local_offset: int, remote_offset: int, size: int, transfer_uid: int) -> TransferStatus:
-        """Write one range of the local memory to the remote memory."""
+    def write(self, local_offset: int, remote_offset: int, size: int, transfer_uid: int, *,
+              elem_size: Optional[int] = None) -> TransferStatus:
+        """Write one range of the local memory to the remote memory
+        (``elem_size`` as in :meth:`IOEngine.write`)."""
         return self._engine._submit(_OP_WRITE, self._local, ((local_offset,),), self._remote, ((remote_offset,),),
-                                    ((size,),), (transfer_uid,), "session.write")[0]
+                                    ((size,),), (transfer_uid,), "session.write", elem_size)[0]
 
     def batch_read(self, local_offsets: Any, remote_offsets: Any, sizes: Any, transfer_uid: int) -> TransferStatus:
         """Read many ranges under one uid; one status for them all."""
         return self._engine._submit(_OP_READ, self._local, (local_offsets,), self._remote, (remote_offsets,),
                                     (sizes,), (transfer_uid,), "session.batch_read")[0]
 
-    def batch_write(self, local_offsets: Any, remote_offsets: Any, sizes: Any, transfer_uid: int) -> TransferStatus:
-        """Write many ranges under one uid; one status for them all."""
+    def batch_write(self, local_offsets: Any, remote_offsets: Any, sizes: Any, transfer_uid: int, *,
+                    elem_size: Optional[int] = None) -> TransferStatus:
+        """Write many ranges under one uid; one status for them all
+        (``elem_size`` as in :meth:`IOEngine.write`)."""
         return self._engine._submit(_OP_WRITE, self._local, (local_offsets,), self._remote, (remote_offsets,),
-                                    (sizes,), (transfer_uid,), "session.batch_write")[0]
+                                    (sizes,), (transfer_uid,), "session.batch_write", elem_size)[0]
 
     def alive(self) -> bool:
         """True while the engine is open and the remote engine registered."""
@@ -732,6 +757,17 @@ class IOEngineSession:
 
     def __repr__(self) -> str:
         return f"IOEngineSession({self._engine.key!r} -> {self.remote_mem.engine_key!r})"
+
+
+def _elem_options(elem_size: Any, what: str) -> bytes:
+    """The options JSON of an element size (the library checks its bounds)."""
+    try:
+        if isinstance(elem_size, bool):
+            raise TypeError
+        n = operator.index(elem_size)
+    except TypeError:
+        raise InvalidArgsError(f"{what}: elem_size must be an int, got {_type_name_of(elem_size)}") from None
+    return b'{"elem_size": %d}' % n
 
 
 def _engine_blob(desc: Any, what: str) -> bytes:
