@@ -30,10 +30,19 @@ func seedFrames(t testing.TB) [][]byte {
 		}
 	}
 	zeros := make([]byte, 64<<10)
-	return append(seeds,
+	seeds = append(seeds,
 		rawFrame(S2, 0, 100, []int{100}, [][]byte{s2.Encode(nil, zeros)}),
 		rawFrame(Zstd, 0, 100, []int{100}, [][]byte{zstdAll(t, zeros)}),
 		rawFrame(S2, 2, 100, []int{100}, [][]byte{binary.LittleEndian.AppendUint32(nil, 99)}))
+	// The element size varies per registration and per transfer: an odd
+	// one and the largest, one past the bound, and a frame shuffled by 2
+	// that claims 3.
+	odd := encodeBytes(t, c, Zstd, 3, [][]byte{kv})
+	tooLarge := append([]byte(nil), odd...)
+	tooLarge[4] = MaxElemSize + 1
+	claims3 := encodeBytes(t, c, Zstd, 2, [][]byte{kv})
+	claims3[4] = 3
+	return append(seeds, odd, encodeBytes(t, c, S2, MaxElemSize, [][]byte{kv}), tooLarge, claims3)
 }
 
 // frameSize is the raw size a frame claims, kept under 256 KiB so the
@@ -66,7 +75,7 @@ func FuzzRoundTrip(f *testing.F) {
 	c := newTest(f, 2)
 	f.Fuzz(func(t *testing.T, data []byte, codec, elem, cut uint8) {
 		r := rand.New(rand.NewPCG(uint64(cut), 2))
-		frame := encodeBytes(t, c, Codec(1+codec%2), int(elem%5), split(data, r, 1+int(cut%7)))
+		frame := encodeBytes(t, c, Codec(1+codec%2), int(elem)%(MaxElemSize+1), split(data, r, 1+int(cut%7)))
 		g := newGuarded(len(data), r, 1+int(cut%3))
 		require.NoError(t, c.Decode(frame, g.parts))
 		require.Equal(t, data, g.body())
