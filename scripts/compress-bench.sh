@@ -11,6 +11,8 @@
 #   RATES="100mbit 1gbit" scripts/compress-bench.sh
 #   TIME=3s ROUNDS=2 scripts/compress-bench.sh
 #   DOCS=0 ...                                 leave docs/benchmarks.md alone
+#   ALTERNATE=60 SLICE=500ms ...               on loopback also auto against off
+#                                              in one interleaved run (-alternate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=${RATES:-"100mbit 1gbit 10gbit"}
@@ -71,6 +73,7 @@ done
 kill "$target_pid"; wait "$target_pid" 2>/dev/null || true; target_pid=
 
 # shellcheck disable=SC2086
-"$bin" -role local -label "loopback (no shaping, both ends in one process)" -time "$time" -warm 3s -rounds "$rounds" -pairs "${PAIRS:-6}" -out "$out" $EXTRA
+"$bin" -role local -label "loopback (no shaping, both ends in one process)" -time "$time" -warm 3s -rounds "$rounds" -pairs "${PAIRS:-6}" \
+  -alternate "${ALTERNATE:-0}" -slice "${SLICE:-500ms}" -out "$out" $EXTRA
 cat "$out"
 [[ ${DOCS:-1} == 1 ]] && python3 scripts/compress-bench-docs.py "$out" docs/benchmarks.md

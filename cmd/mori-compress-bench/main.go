@@ -7,6 +7,8 @@
 //	mori-compress-bench -role target -listen 10.77.0.2 -info /tmp/t.json
 //	mori-compress-bench -role initiator -info /tmp/t.json -label "1 Gb/s"
 //	mori-compress-bench -role local -label loopback   (both ends here)
+//	mori-compress-bench -role local -rounds 0 -alternate 60 -kinds bf16
+//	                    (auto against off only, in one interleaved run)
 //
 // scripts/compress-bench.sh runs it across two network namespaces joined
 // by a veth pair shaped with tc tbf.
@@ -46,7 +48,8 @@ type options struct {
 	modes, kinds                   []string
 	region, batch, rangeSize       int
 	inflight, rounds, pairs        int
-	measure, warm                  time.Duration
+	alternate                      int
+	measure, warm, slice           time.Duration
 }
 
 func main() {
@@ -65,6 +68,8 @@ func main() {
 	flag.IntVar(&o.inflight, "inflight", 2, "transfers in flight")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds over all modes (interleaved)")
 	flag.IntVar(&o.pairs, "pairs", 0, "then this many adjacent off/auto pairs per kind: the median auto/off ratio")
+	flag.IntVar(&o.alternate, "alternate", 0, "then this many pairs of -slice slices per kind, off and auto initiators side by side (interleaved)")
+	flag.DurationVar(&o.slice, "slice", 500*time.Millisecond, "time of one slice of -alternate")
 	flag.DurationVar(&o.measure, "time", 3*time.Second, "time per measurement")
 	flag.DurationVar(&o.warm, "warm", 500*time.Millisecond, "warm-up before each measurement")
 	flag.Parse()
@@ -194,13 +199,20 @@ func runInitiator(o options) error {
 		defer f.Close()
 		out = f
 	}
-	res, err := measureAll(o, inf)
-	if err != nil {
-		return err
+	if o.rounds > 0 {
+		res, err := measureAll(o, inf)
+		if err != nil {
+			return err
+		}
+		report(out, o, res)
 	}
-	report(out, o, res)
 	if o.pairs > 0 {
-		return pairCheck(out, o, inf)
+		if err := pairCheck(out, o, inf); err != nil {
+			return err
+		}
+	}
+	if o.alternate > 0 {
+		return alternateCheck(out, o, inf)
 	}
 	return nil
 }

@@ -61,23 +61,34 @@ func measureAll(o options, inf targetInfo) (map[key][]sample, error) {
 	return res, nil
 }
 
+// newWriter makes an initiator (key) with the mode and the source
+// registered, connected to the target; the caller closes w.b.
+func newWriter(o options, ed core.EngineDesc, md core.MemoryDesc, src *hostmem.Buffer, mode string, elem int, key string) (*writer, error) {
+	env := quietEnv(key, "")
+	b, err := tcp.New(tcp.Config{Compression: mode, CompressElemSize: elem}, env)
+	if err != nil {
+		return nil, err
+	}
+	local, err := env.Registry.Add(src.Addr(), uint64(src.Len()), core.LocationCPU, -1, true)
+	if err == nil {
+		err = b.AddPeer(ed)
+	}
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return &writer{o: o, b: b, local: local, remote: md, peer: ed.Key}, nil
+}
+
 // measureOne makes an initiator with the mode, lets it warm up, then
 // measures writes for o.measure.
 func measureOne(o options, ed core.EngineDesc, md core.MemoryDesc, src *hostmem.Buffer, mode string, elem int) (sample, error) {
-	env := quietEnv(fmt.Sprintf("bench-initiator-%d", os.Getpid()), "")
-	b, err := tcp.New(tcp.Config{Compression: mode, CompressElemSize: elem}, env)
+	w, err := newWriter(o, ed, md, src, mode, elem, fmt.Sprintf("bench-initiator-%d", os.Getpid()))
 	if err != nil {
 		return sample{}, err
 	}
+	b := w.b
 	defer b.Close()
-	local, err := env.Registry.Add(src.Addr(), uint64(src.Len()), core.LocationCPU, -1, true)
-	if err != nil {
-		return sample{}, err
-	}
-	if err := b.AddPeer(ed); err != nil {
-		return sample{}, err
-	}
-	w := &writer{o: o, b: b, local: local, remote: md, peer: ed.Key}
 	if _, err := w.run(o.warm); err != nil {
 		return sample{}, err
 	}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/internal/hostmem"
+	"github.com/mori-go/mori-go/internal/kvdata"
+)
+
+// alternateCheck compares auto with off in one interleaved run on each
+// kind of data: an off and an auto initiator live side by side (each warms
+// up for o.warm, auto learning from nothing), then o.alternate pairs of
+// slices of o.slice, off and auto in turn, in ABBA order so that neither
+// always goes first. Load from elsewhere on the machine lasts longer than
+// a slice and hits both halves of a pair alike. Each pair gives auto's
+// GB/s over off's; the table shows their median with quartiles and
+// min–max, their geometric mean with its 95% interval, the ratio of all
+// the bytes each wrote in its slices, and what auto chose meanwhile.
+func alternateCheck(w io.Writer, o options, inf targetInfo) error {
+	ed, md, err := inf.descs()
+	if err != nil {
+		return err
+	}
+	src, err := hostmem.Alloc(o.region)
+	if err != nil {
+		return err
+	}
+	defer src.Free()
+	fmt.Fprintf(w, "\n#### %s: auto over off, %d interleaved pairs of %s slices (ABBA order, after %s of warm-up each)\n\n", o.label, o.alternate, o.slice, o.warm)
+	fmt.Fprintln(w, "| data | auto/off median | quartiles | min–max | geometric mean (95% interval) | all bytes auto/off | auto while measured: batches off, s2, zstd |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|")
+	for _, kind := range o.kinds {
+		if err := kvdata.Fill(kvdata.Kind(kind), src.Bytes(), 11); err != nil {
+			return err
+		}
+		row, err := alternateKind(o, ed, md, src, kind)
+		if err != nil {
+			return fmt.Errorf("%s: %w", kind, err)
+		}
+		fmt.Fprintln(w, row)
+	}
+	return nil
+}
+
+// alternateKind runs the pairs on one kind of data and returns its row.
+func alternateKind(o options, ed core.EngineDesc, md core.MemoryDesc, src *hostmem.Buffer, kind string) (string, error) {
+	off, err := newWriter(o, ed, md, src, "off", elemFor(kind), fmt.Sprintf("bench-off-%d", os.Getpid()))
+	if err != nil {
+		return "", err
+	}
+	defer off.b.Close()
+	auto, err := newWriter(o, ed, md, src, "auto", elemFor(kind), fmt.Sprintf("bench-auto-%d", os.Getpid()))
+	if err != nil {
+		return "", err
+	}
+	defer auto.b.Close()
+	for _, wr := range []*writer{off, auto} {
+		if _, err := wr.run(o.warm); err != nil {
+			return "", err
+		}
+	}
+	before := auto.b.CompressionStats().Peers[ed.Key]
+	var ratios []float64
+	var offBytes, autoBytes uint64
+	for i := range o.alternate {
+		order := []*writer{off, auto}
+		if i%2 == 1 {
+			order = []*writer{auto, off}
+		}
+		var gbps [2]float64
+		for _, wr := range order {
+			start := time.Now()
+			n, err := wr.run(o.slice)
+			if err != nil {
+				return "", err
+			}
+			g := float64(n) / time.Since(start).Seconds() / 1e9
+			if wr == off {
+				gbps[0], offBytes = g, offBytes+n
+			} else {
+				gbps[1], autoBytes = g, autoBytes+n
+			}
+		}
+		ratios = append(ratios, gbps[1]/gbps[0])
+	}
+	after := auto.b.CompressionStats().Peers[ed.Key]
+	chosen := func(c string) uint64 { return after.Batches[c] - before.Batches[c] }
+	slices.Sort(ratios)
+	n := len(ratios)
+	gm, lo, hi := geoMean(ratios)
+	return fmt.Sprintf("| %s | %.3f | %.3f–%.3f | %.2f–%.2f | %.3f (%.3f–%.3f) | %.3f | %d, %d, %d |", kind,
+		ratios[n/2], ratios[n/4], ratios[(3*n)/4], ratios[0], ratios[n-1], gm, lo, hi,
+		float64(autoBytes)/float64(offBytes), chosen("off"), chosen("s2"), chosen("zstd")), nil
+}
+
+// geoMean is the geometric mean of xs with a 95% interval (normal
+// approximation on the logarithms).
+func geoMean(xs []float64) (mean, lo, hi float64) {
+	var sum, sq float64
+	for _, x := range xs {
+		sum += math.Log(x)
+	}
+	m := sum / float64(len(xs))
+	for _, x := range xs {
+		sq += (math.Log(x) - m) * (math.Log(x) - m)
+	}
+	half := 0.0
+	if len(xs) > 1 {
+		half = 1.96 * math.Sqrt(sq/float64(len(xs)-1)/float64(len(xs)))
+	}
+	return math.Exp(m), math.Exp(m - half), math.Exp(m + half)
+}
