@@ -1,20 +1,17 @@
 package control
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
-	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	zmq "github.com/pebbe/zmq4"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mori-go/mori-go/core"
+	"github.com/mori-go/mori-go/core/tlsconf"
+	"github.com/mori-go/mori-go/core/tlsconf/tlstest"
 )
 
 const callTimeout = 10 * time.Second
@@ -59,10 +56,17 @@ func (h *handler) calls() int {
 	return len(h.hellos) + len(h.notes)
 }
 
+// listen starts a control plane over ZeroMQ.
 func listen(t *testing.T, key string, secret []byte) (*Server, *handler) {
 	t.Helper()
+	return listenOn(t, key, secret, nil)
+}
+
+// listenOn starts a control plane over TLS with pair, over ZeroMQ if nil.
+func listenOn(t *testing.T, key string, secret []byte, pair *tlsconf.Pair) (*Server, *handler) {
+	t.Helper()
 	h := &handler{me: core.EngineDesc{Key: key, Host: "127.0.0.1", PID: 7, Backends: []core.BackendBlob{{Type: core.BackendTCP, Data: []byte{1, 2}}}}}
-	s, err := Listen("127.0.0.1", 0, secret, h, slog.New(slog.DiscardHandler))
+	s, err := Listen("127.0.0.1", 0, secret, pair, h, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	require.NotZero(t, s.Port())
@@ -70,9 +74,26 @@ func listen(t *testing.T, key string, secret []byte) (*Server, *handler) {
 	return s, h
 }
 
+// transports names the two transports; pair returns an engine's TLS
+// identity (nil over ZeroMQ).
+func transports(t *testing.T) map[string]func(name string) *tlsconf.Pair {
+	ca := newCA(t, "engines")
+	return map[string]func(string) *tlsconf.Pair{
+		"zmq": func(string) *tlsconf.Pair { return nil },
+		"tls": func(name string) *tlsconf.Pair { return ca.pair(t, name) },
+	}
+}
+
 func TestHelloNotifyBackendRoundTrip(t *testing.T) {
-	a, _ := listen(t, "a", nil)
-	b, hb := listen(t, "b", nil)
+	for name, pair := range transports(t) {
+		t.Run(name, func(t *testing.T) { roundTrip(t, pair) })
+	}
+}
+
+func roundTrip(t *testing.T, pair func(string) *tlsconf.Pair) {
+	a, _ := listenOn(t, "a", nil, pair("a"))
+	b, hb := listenOn(t, "b", nil, pair("b"))
+	require.Equal(t, pair("x") != nil, a.TLS())
 	hb.backend = func(from string, msg []byte) ([]byte, error) { return append([]byte(from+">"), msg...), nil }
 	c := NewClient(a, nil)
 	me := core.EngineDesc{Key: "a", Host: "127.0.0.1", Port: uint16(a.Port()), NodeID: "n1"}
@@ -118,9 +139,15 @@ func TestHelloNotifyBackendRoundTrip(t *testing.T) {
 }
 
 func TestSharedSecret(t *testing.T) {
+	for name, pair := range transports(t) {
+		t.Run(name, func(t *testing.T) { sharedSecret(t, pair) })
+	}
+}
+
+func sharedSecret(t *testing.T, pair func(string) *tlsconf.Pair) {
 	secret := []byte("s3cret")
-	a, _ := listen(t, "a", secret)
-	b, hb := listen(t, "b", secret)
+	a, _ := listenOn(t, "a", secret, pair("a"))
+	b, hb := listenOn(t, "b", secret, pair("b"))
 	me := core.EngineDesc{Key: "a"}
 
 	_, err := NewClient(a, secret).Hello("127.0.0.1", b.Port(), me, callTimeout)
@@ -139,197 +166,39 @@ func TestSharedSecret(t *testing.T) {
 	}
 
 	// A caller with a secret talking to an engine with none.
-	open, ho := listen(t, "open", nil)
+	open, ho := listenOn(t, "open", nil, pair("open"))
 	_, err = NewClient(a, secret).Hello("127.0.0.1", open.Port(), me, callTimeout)
 	require.ErrorContains(t, err, "authentication failed")
 	require.Equal(t, 0, ho.calls())
 }
 
-// rawDealer is a DEALER socket sending arbitrary multipart messages.
-func rawDealer(t *testing.T, s *Server) *zmq.Socket {
-	t.Helper()
-	sock, err := s.Context().NewSocket(zmq.DEALER)
-	require.NoError(t, err)
-	t.Cleanup(func() { sock.Close() })
-	require.NoError(t, sock.SetLinger(0))
-	require.NoError(t, sock.SetRcvtimeo(callTimeout))
-	require.NoError(t, sock.SetSndtimeo(callTimeout))
-	require.NoError(t, sock.Connect("tcp://127.0.0.1:"+strconv.Itoa(s.Port())))
-	return sock
-}
-
-func TestGarbageGetsAnErrorReplyAndTheServerGoesOn(t *testing.T) {
-	for _, secret := range [][]byte{nil, []byte("k")} {
-		s, h := listen(t, "target", secret)
-		sock := rawDealer(t, s)
-		desc, err := (&core.EngineDesc{Key: "x"}).MarshalBinary()
-		require.NoError(t, err)
-		garbage := [][][]byte{
-			{{}},
-			{[]byte("PING")},
-			{[]byte("PING"), nil, nil, nil},
-			{bytes.Repeat([]byte("K"), 17), nil},
-			{[]byte("HELLO"), []byte("garbage")},
-			{[]byte("HELLO"), append(desc, 0)},
-			{[]byte("HELLO"), desc[:len(desc)-1]},
-			{[]byte("NOTIFY"), []byte{5}},
-			{[]byte("NOTIFY"), []byte{0, 0, 'x'}},
-			{[]byte("NOTIFY"), []byte{0xff, 0xff, 'x'}},
-			{[]byte("BACKEND"), []byte{9, 0, 'a'}},
-			{[]byte("WELCOME"), nil},
-			{{0xff, 0xfe, 0x00}, {0x01}},
-		}
-		if secret != nil {
-			for i := range garbage {
-				if len(garbage[i]) == 2 {
-					garbage[i] = append(garbage[i], make([]byte, 32)) // a bad MAC
-				}
-			}
-		}
-		for i, msg := range garbage {
-			parts := make([]any, len(msg))
-			for j, p := range msg {
-				parts[j] = p
-			}
-			_, err := sock.SendMessage(parts...)
-			require.NoError(t, err, "message %d", i)
-			reply, err := sock.RecvMessageBytes(0)
-			require.NoError(t, err, "no reply to garbage message %d", i)
-			require.Equal(t, KindError, string(reply[0]), "message %d", i)
-			require.NotEmpty(t, reply[1], "an error reply says why")
-			if secret != nil {
-				require.Len(t, reply, 3, "error replies are sealed too")
-			}
-		}
-		require.Zero(t, h.calls(), "garbage never reaches the handler")
-
-		// Still serving, on the same socket and on a new one.
-		_, err = sock.SendMessage(seal(KindPing, nil, secret))
-		require.NoError(t, err)
-		reply, err := sock.RecvMessageBytes(0)
-		require.NoError(t, err)
-		require.Equal(t, KindPong, string(reply[0]))
-		c := NewClient(s, secret)
-		_, err = c.Hello("127.0.0.1", s.Port(), core.EngineDesc{Key: "x"}, callTimeout)
-		require.NoError(t, err)
-	}
-}
-
-func TestOversizedMessageDoesNotStopTheServer(t *testing.T) {
-	s, h := listen(t, "target", nil)
-	sock := rawDealer(t, s)
-	// libzmq drops a peer that sends more than MaxMessage; no reply comes.
-	_, err := sock.SendMessage("NOTIFY", make([]byte, 2*MaxMessage))
-	require.NoError(t, err)
-	_, err = NewClient(s, nil).Hello("127.0.0.1", s.Port(), core.EngineDesc{Key: "x"}, callTimeout)
-	require.NoError(t, err)
-	require.Equal(t, 1, h.calls())
-}
-
-func TestCallToAClosedPortTimesOut(t *testing.T) {
-	s, _ := listen(t, "a", nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-
-	const timeout = 200 * time.Millisecond
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := NewClient(s, nil).Call("127.0.0.1", port, KindPing, nil, timeout)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		require.Error(t, err)
-		require.Equal(t, core.ErrTimeout, core.CodeOf(err), "%v", err)
-		require.ErrorContains(t, err, "no answer from")
-	case <-time.After(timeout + callTimeout):
-		t.Fatal("Call did not return after its timeout")
-	}
-}
-
 func TestCloseIsIdempotentAndListenRefusesATakenPort(t *testing.T) {
-	s, err := Listen("127.0.0.1", 0, nil, &handler{}, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	_, err = Listen("127.0.0.1", s.Port(), nil, &handler{}, slog.New(slog.DiscardHandler))
-	require.ErrorContains(t, err, "bind")
-	require.Equal(t, core.ErrConnection, core.CodeOf(err))
-	require.NoError(t, s.Close())
-	require.NoError(t, s.Close())
-}
-
-func TestSealOpen(t *testing.T) {
-	for _, secret := range [][]byte{nil, []byte("k")} {
-		kind, body, err := open(seal(KindNotify, []byte("b"), secret), secret)
-		require.NoError(t, err)
-		require.Equal(t, KindNotify, kind)
-		require.Equal(t, []byte("b"), body)
-	}
-	_, _, err := open(seal(KindNotify, []byte("b"), []byte("k")), []byte("other"))
-	require.ErrorContains(t, err, "authentication failed: wrong shared secret")
-	_, _, err = open(seal(KindNotify, []byte("b"), nil), []byte("k"))
-	require.ErrorContains(t, err, "authentication failed: message carries no MAC")
-	_, _, err = open(seal(KindNotify, []byte("b"), []byte("k")), nil)
-	require.ErrorContains(t, err, "authentication failed: message carries a MAC")
-	// The MAC binds kind to body.
-	parts := seal(KindNotify, []byte("b"), []byte("k"))
-	parts[0] = []byte(KindPing)
-	_, _, err = open(parts, []byte("k"))
-	require.ErrorContains(t, err, "authentication failed")
-
-	from, msg, err := decodeNotify(encodeNotify("engine", []byte("hi")))
-	require.NoError(t, err)
-	require.Equal(t, "engine", from)
-	require.Equal(t, []byte("hi"), msg)
-	for _, b := range [][]byte{nil, {1}, {0, 0}, {3, 0, 'a'}, {0x01, 0x02, 'a'}} {
-		_, _, err := decodeNotify(b)
-		require.ErrorIs(t, err, core.ErrMalformed, "%v", b)
+	for name, pair := range transports(t) {
+		t.Run(name, func(t *testing.T) {
+			s, err := Listen("127.0.0.1", 0, nil, pair("s"), &handler{}, slog.New(slog.DiscardHandler))
+			require.NoError(t, err)
+			_, err = Listen("127.0.0.1", s.Port(), nil, pair("t"), &handler{}, slog.New(slog.DiscardHandler))
+			require.ErrorContains(t, err, "bind")
+			require.Equal(t, core.ErrConnection, core.CodeOf(err))
+			require.NoError(t, s.Close())
+			require.NoError(t, s.Close())
+		})
 	}
 }
 
-func FuzzOpen(f *testing.F) {
-	f.Add([]byte(KindHello), []byte("body"), []byte{}, uint8(2), false)
-	f.Add([]byte(KindHello), []byte("body"), mac([]byte("k"), KindHello, []byte("body")), uint8(3), true)
-	f.Add([]byte("PING"), []byte{}, make([]byte, 32), uint8(3), true)
-	f.Add(bytes.Repeat([]byte("K"), 17), []byte{}, []byte{}, uint8(2), false)
-	f.Add([]byte{}, []byte{}, []byte{}, uint8(0), false)
-	f.Fuzz(func(t *testing.T, kind, body, m []byte, n uint8, withSecret bool) {
-		var secret []byte
-		if withSecret {
-			secret = []byte("k")
-		}
-		parts := [][]byte{kind, body, m, kind}[:min(int(n%5), 4)]
-		k, b, err := open(parts, secret)
-		if err != nil {
-			require.True(t, errors.Is(err, core.ErrMalformed) || strings.HasPrefix(err.Error(), "authentication failed"), "%v", err)
-			return
-		}
-		require.LessOrEqual(t, len(k), 16)
-		require.Equal(t, string(parts[0]), k)
-		require.Equal(t, parts[1], b)
-		if withSecret {
-			require.Len(t, parts, 3)
-			require.Equal(t, mac(secret, k, b), parts[2], "accepted without the right MAC")
-		} else {
-			require.Len(t, parts, 2)
-		}
-	})
+// testCA wraps tlstest.CA for tests.
+type testCA struct{ *tlstest.CA }
+
+func newCA(t *testing.T, name string) testCA {
+	t.Helper()
+	ca, err := tlstest.NewCA(name)
+	require.NoError(t, err)
+	return testCA{ca}
 }
 
-func FuzzDecodeNotify(f *testing.F) {
-	f.Add(encodeNotify("engine", []byte("msg")))
-	f.Add(encodeNotify(strings.Repeat("k", core.MaxKeyLen), nil))
-	f.Add([]byte{0xff, 0xff})
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		from, msg, err := decodeNotify(b)
-		if err != nil {
-			require.ErrorIs(t, err, core.ErrMalformed)
-			return
-		}
-		require.NotEmpty(t, from)
-		require.LessOrEqual(t, len(from), core.MaxKeyLen)
-		require.Equal(t, b, encodeNotify(from, msg))
-	})
+func (ca testCA) pair(t *testing.T, name string) *tlsconf.Pair {
+	t.Helper()
+	p, err := ca.Pair(name)
+	require.NoError(t, err)
+	return p
 }

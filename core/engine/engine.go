@@ -43,8 +43,8 @@ type Config struct {
 	// one: peers without it cannot connect, write or read.
 	Secret []byte
 	// TLS names the engine's certificate, key and CA (PEM files): when
-	// set, the data plane runs over TLS 1.3, both ends presenting a
-	// certificate of the CA (see docs/security.md).
+	// set, the control plane and the data plane run over TLS 1.3, both
+	// ends presenting a certificate of the CA (see docs/security.md).
 	TLS tlsconf.Files
 	// TransferTimeout bounds every transfer (default 60 s).
 	TransferTimeout time.Duration
@@ -184,7 +184,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := e.desc.Validate(); err != nil {
 		return nil, err
 	}
-	ctl, err := control.Listen(cfg.Host, cfg.Port, cfg.Secret, (*ctlHandler)(e), e.log)
+	ctl, err := control.Listen(cfg.Host, cfg.Port, cfg.Secret, e.tls, (*ctlHandler)(e), e.log)
 	if err != nil {
 		return nil, fmt.Errorf("engine %q: %w", cfg.Key, err)
 	}
@@ -386,13 +386,14 @@ type SecurityStats struct {
 	// data plane; each also dropped its stream or mapping request).
 	DeniedAccesses uint64
 	// RefusedStreams: data streams and set-up messages from engines not
-	// admitted, or over a connection limit.
+	// admitted, or over a connection limit, and control-plane connections
+	// refused in the TLS handshake or over a limit.
 	RefusedStreams uint64
 }
 
 // Security returns the engine's refusal counters.
 func (e *Engine) Security() SecurityStats {
-	return SecurityStats{DeniedAccesses: e.reg.Denied(), RefusedStreams: e.adm.Refused()}
+	return SecurityStats{DeniedAccesses: e.reg.Denied(), RefusedStreams: e.adm.Refused() + e.ctl.Refused()}
 }
 
 // InFlight returns the number of transfers not yet ended.

@@ -154,8 +154,9 @@ func tlsFiles(t *testing.T, ca *tlstest.CA, name string) tlsconf.Files {
 }
 
 // With TLS, engines of one CA move bytes; an engine with a certificate of
-// another CA, or without TLS, is refused in the TLS handshake of the data
-// plane, before any memory is touched.
+// another CA, or without TLS, is refused in the TLS handshake (of the
+// control plane, which comes first: TestTLSControlPlaneRefusesStrangers),
+// before any memory is touched.
 func TestTLSBetweenEngines(t *testing.T) {
 	ca, err := tlstest.NewCA("engines")
 	require.NoError(t, err)
