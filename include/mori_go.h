@@ -86,7 +86,8 @@ const char *mg_last_error(void);
  * "chunk_size": 1048576, "compression": "off|s2|zstd|auto",
  * "compress_elem_size": 0}, "rdma_devices": "", "tls": {"cert": "engine.crt",
  * "key": "engine.key", "ca": "ca.crt"}}. Only "key" is required; "tls"
- * (PEM files, all three) turns on TLS 1.3 on the data plane (docs/security.md);
+ * (PEM files, all three) turns on TLS 1.3 on the control and data planes
+ * (docs/security.md);
  * compression of TCP writes is described in docs/compression.md. */
 int mg_engine_create(const char *config_json, mg_engine_t *out);
 int mg_engine_destroy(mg_engine_t engine);

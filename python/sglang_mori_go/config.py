@@ -50,9 +50,9 @@ class IOEngineConfig:
     while it pays on the link (docs/benchmarks.md). ``compress_elem_size``
     2 shuffles bf16/fp16 bytes by plane first, which helps zstd on K/V.
 
-    The three ``tls_*`` files (PEM) turn on TLS 1.3 on the data plane, both
-    ends presenting a certificate of the CA (docs/security.md); give all
-    three or none.
+    The three ``tls_*`` files (PEM) turn on TLS 1.3 on the control and data
+    planes, both ends presenting a certificate of the CA (docs/security.md);
+    give all three or none, on every engine.
 
     The environment is read in Python when the :class:`IOEngine` is
     constructed (the Go runtime inside the library never sees variables set

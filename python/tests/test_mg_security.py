@@ -121,3 +121,41 @@ def test_tls_engines_move_bytes_and_refuse_another_ca(tmp_path):
     finally:
         for e in (a, b, m):
             e.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make certificates")
+def test_tls_control_plane_notify_and_mismatch(tmp_path):
+    """With TLS the control plane runs over TLS too: engines of one CA
+    register and notify each other and move bytes; an engine without TLS
+    and a TLS engine fail, both ways round, with a TLS mismatch error."""
+    good = _certs(str(tmp_path), "ca", ["a", "b"])
+    a, b, p = make_engine("tlsctl-a", **good["a"]), make_engine("tlsctl-b", **good["b"]), make_engine("plain")
+    try:
+        a.register_remote_engine(b.get_engine_desc())
+        b.register_remote_engine(a.get_engine_desc())
+        a.notify(b.key, b"kv ready")
+        b.notify(a.key, b"done")
+        assert b.pop_notifications() == [(a.key, b"kv ready")]
+        assert a.pop_notifications() == [(b.key, b"done")]
+        payload = os.urandom(4096)
+        src, dst = Buffer(4096, payload), Buffer(4096)
+        ms, md = src.register(a), dst.register(b)
+        st = a.write(ms, 0, md, 0, 4096, a.allocate_transfer_uid())
+        assert st.Wait() == StatusCode.SUCCESS, st.Message()
+        assert dst.bytes() == payload
+
+        # A TLS engine calling one without TLS.
+        b.register_remote_engine(p.get_engine_desc())
+        with pytest.raises(mg.MoriConnectionError, match="TLS mismatch: the peer does not speak TLS"):
+            b.notify(p.key, b"x")
+        # An engine without TLS calling a TLS engine: its transfer fails.
+        p.register_remote_engine(b.get_engine_desc())
+        pbuf = Buffer(64, os.urandom(64))
+        st = p.write(pbuf.register(p), 0, md, 0, 64, p.allocate_transfer_uid())
+        assert st.Wait() > StatusCode.ERR_BEGIN
+        assert "TLS mismatch" in st.Message() and "speaks TLS on its control plane" in st.Message()
+        assert b.pop_notifications() == [] and p.pop_notifications() == []
+        assert dst.bytes() == payload
+    finally:
+        for e in (a, b, p):
+            e.close()

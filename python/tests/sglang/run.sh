@@ -5,8 +5,8 @@
 # then runs pytest in that environment. Extra arguments go to pytest.
 #
 #   python/tests/sglang/run.sh [-k tp_mismatch] [-x] ...
-#   python/tests/sglang/run.sh --tls ...   every engine with TLS 1.3 on the data
-#                                          plane (a throw-away CA made with openssl,
+#   python/tests/sglang/run.sh --tls ...   every engine with TLS 1.3 on the control and
+#                                          data planes (a throw-away CA made with openssl,
 #                                          MORI_GO_TLS_CERT/KEY/CA in the environment)
 #
 # MORI_GO_SGLANG_REBUILD_WHEEL=0 installs build/dist's wheel as it is.
