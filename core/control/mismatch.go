@@ -1,10 +1,10 @@
 package control
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
-	"time"
 
 	"github.com/mori-go/mori-go/core"
 )
@@ -40,20 +40,19 @@ func isPlainPeer(err error) bool {
 // peer answers with its greeting, which is not TLS). Nothing is sent over
 // the connection after the handshake, so the server's certificate needs no
 // checking, and the server refuses this certificate-less client.
-func probeTLS(addr string, deadline time.Time) error {
-	d := net.Dialer{Deadline: deadline}
-	conn, err := d.Dial("tcp", addr)
+func probeTLS(ctx context.Context, addr string) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil
 	}
 	defer conn.Close()
-	conn.SetDeadline(deadline)
 	tc := tls.Client(conn, &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // only whether it answers in TLS matters
 		NextProtos:         []string{alpn},
 	})
-	err = tc.Handshake()
+	err = tc.HandshakeContext(ctx)
 	if err == nil || isRemoteAlert(err) {
 		return errTLSPeer(addr)
 	}

@@ -1,8 +1,8 @@
 package control
 
 import (
+	"context"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -36,5 +36,7 @@ func TestTLSMismatchFailsWithAClearError(t *testing.T) {
 // timeout: the probe finds no TLS there.
 func TestProbeFindsNoTLSOnAZMQPeer(t *testing.T) {
 	plain, _ := listenOn(t, "plain", nil, nil)
-	require.NoError(t, probeTLS(endpoint("127.0.0.1", plain.Port()), time.Now().Add(callTimeout)))
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	require.NoError(t, probeTLS(ctx, endpoint("127.0.0.1", plain.Port())))
 }

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -199,6 +200,8 @@ func (c *zmqCaller) call(host string, port int, parts [][]byte, timeout time.Dur
 func (c *zmqCaller) await(sock *zmq.Socket, addr string, deadline time.Time) error {
 	poller := zmq.NewPoller()
 	poller.Add(sock, zmq.POLLIN)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel() // ends a probe still running
 	probe := make(chan error, 1)
 	probing := false
 	for {
@@ -215,7 +218,7 @@ func (c *zmqCaller) await(sock *zmq.Socket, addr string, deadline time.Time) err
 		}
 		if !probing {
 			probing = true
-			go func() { probe <- probeTLS(addr, deadline) }()
+			go func() { probe <- probeTLS(ctx, addr) }()
 			continue
 		}
 		select {
