@@ -175,7 +175,8 @@ int mg_desc_to_json(const uint8_t *desc, size_t len, char *buf, size_t cap, size
 
 /* Counters as JSON text: in-flight transfers, registered regions, inbound
  * entries, backend; access_denied (accesses with a wrong memory token) and
- * streams_refused (data streams refused) among them; rdma_fallback says why
+ * streams_refused (data streams, and control-plane TLS connections, refused)
+ * among them; rdma_fallback says why
  * RDMA was asked for and TCP serves ("" when that did not happen). */
 int mg_engine_stats(mg_engine_t engine, char *buf, size_t cap, size_t *len);
 

@@ -704,7 +704,8 @@ class IOEngine:
         transfers_succeeded, transfers_failed, transfer_ns (submit-to-end time
         summed over the successful transfers); what it refused to peers:
         access_denied (accesses with a wrong memory token), streams_refused
-        (data streams not admitted, over a limit, or failing TLS);
+        (data streams not admitted, over a limit, or failing TLS, and
+        control-plane connections refused in the TLS handshake);
         rdma_fallback: why RDMA was asked for and TCP serves ("" if not)
         (mori-go)."""
         h = self._handle()
