@@ -32,6 +32,14 @@ type Backend interface {
 	Close() error
 }
 
+// BatchSubmitter is implemented by backends that take the transfers of
+// one Submit call at once: the TCP backend writes the small frames of a
+// batch bound for one stream in one system call rather than one each.
+// SubmitBatch has Submit's contract for each transfer.
+type BatchSubmitter interface {
+	SubmitBatch(ts []*Transfer)
+}
+
 // MemoryBackend is implemented by backends that must know registered
 // memory (an RDMA backend registers it with the NIC). Register may attach
 // a blob to the descriptor the peer will receive.
@@ -163,12 +171,21 @@ type Transfer struct {
 	// ElemSize overrides the element size of the local region
 	// (RegionOptions.ElemSize) for this transfer: 0 keeps the region's.
 	ElemSize int
+	// Observer, when set before the transfer is submitted, is told when
+	// it ends (an engine counts its totals so: no closure per transfer).
+	Observer EndObserver
 
 	remaining atomic.Int64
 	once      sync.Once
 	onDone    []func()
 	endCode   StatusCode
 	flight    flightLinks // set by Flights.Add
+}
+
+// EndObserver is told of each transfer that ends, once, before its status
+// becomes terminal; EndCode and Elapsed are valid then.
+type EndObserver interface {
+	TransferEnded(t *Transfer)
 }
 
 // OnDone registers f to run once the transfer ends, before its status
@@ -203,6 +220,17 @@ func (t *Transfer) FailErr(err error) { t.finish(CodeOf(err), err.Error()) }
 // (which run before the status becomes terminal).
 func (t *Transfer) EndCode() StatusCode { return t.endCode }
 
+// Elapsed is the time since the transfer was recorded in flight (its
+// deadline less the timeout: no clock read at submit beyond Flights.Add's),
+// zero for a transfer never in flight.
+func (t *Transfer) Elapsed() time.Duration {
+	f := t.flight.flights
+	if f == nil {
+		return 0
+	}
+	return time.Since(t.flight.deadline.Add(-f.timeout))
+}
+
 // Done reports whether the transfer has ended.
 func (t *Transfer) Done() bool { return t.Status.Code().Terminal() }
 
@@ -215,6 +243,9 @@ func (t *Transfer) finish(code StatusCode, msg string) {
 			f.remove(t)
 		}
 		t.endCode = code
+		if t.Observer != nil {
+			t.Observer.TransferEnded(t)
+		}
 		for _, f := range t.onDone {
 			f()
 		}

@@ -65,14 +65,16 @@ type EncodedRequest struct {
 // decode, or that was refused, gets a failed status saying why.
 func (e *Engine) SubmitEncoded(op core.Op, reqs []EncodedRequest) []*core.Status {
 	out := make([]*core.Status, len(reqs))
+	b := newBatch(len(reqs))
 	for i := range reqs {
 		rq, err := e.decodeRequest(i, &reqs[i])
 		if err != nil {
 			out[i] = failedStatus(err)
 			continue
 		}
-		out[i] = e.submit(op, &rq)
+		out[i] = e.submit(op, &rq, b)
 	}
+	b.submit()
 	return out
 }
 

@@ -258,15 +258,60 @@ func (e *Engine) AllocateTransferUID() uint64 { return e.uid.Add(1) }
 func (e *Engine) Submit(op core.Op, reqs []Request) []*core.Status {
 	lattrace.Mark(lattrace.Submit)
 	out := make([]*core.Status, len(reqs))
+	b := newBatch(len(reqs))
 	for i := range reqs {
-		out[i] = e.submit(op, &reqs[i])
+		out[i] = e.submit(op, &reqs[i], b)
 	}
+	b.submit()
 	return out
+}
+
+// batch gathers the transfers of one Submit call that go to a data plane
+// taking batches (core.BatchSubmitter).
+type batch struct {
+	data core.Backend
+	to   core.BatchSubmitter
+	ts   []*core.Transfer
+}
+
+// newBatch returns a batch for n requests; nil (no batch) for one.
+func newBatch(n int) *batch {
+	if n < 2 {
+		return nil
+	}
+	return &batch{}
+}
+
+// add takes t for the batch when it goes to the batch's data plane (the
+// first one seen, if it takes batches); false: submit it alone.
+func (b *batch) add(t *core.Transfer, data core.Backend) bool {
+	if b == nil {
+		return false
+	}
+	if b.data == nil {
+		bs, ok := data.(core.BatchSubmitter)
+		if !ok {
+			return false
+		}
+		b.data, b.to = data, bs
+	}
+	if b.data != data {
+		return false
+	}
+	b.ts = append(b.ts, t)
+	return true
+}
+
+// submit hands the gathered transfers to the data plane.
+func (b *batch) submit() {
+	if b != nil && len(b.ts) > 0 {
+		b.to.SubmitBatch(b.ts)
+	}
 }
 
 // submit starts one transfer: it checks the request, records the
 // transfer in flight (which arms its deadline) and routes it.
-func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
+func (e *Engine) submit(op core.Op, rq *Request, b *batch) *core.Status {
 	st := core.NewStatus()
 	t := &core.Transfer{Op: op, UID: rq.UID, Peer: rq.Remote.EngineKey, Remote: rq.Remote, Status: st, ElemSize: rq.ElemSize}
 	data, peer, err := e.checkRequest(t, rq)
@@ -279,10 +324,15 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 	// moment (the race detector caught OnDone appending while a timed-out
 	// transfer ran its OnDone functions).
 	t.Instance = e.instance.Add(1)
-	start := time.Now()
-	t.OnDone(func() { e.totals.count(t, start) })
+	t.Observer = &e.totals
 	if err := e.flights.Add(t); err != nil {
 		t.FailErr(err) // a duplicate uid in flight: counted as failed
+		return st
+	}
+	if peer.isConnected() { // the common case: no closure
+		if !t.Done() {
+			e.route(t, data, b)
+		}
 		return st
 	}
 	e.whenConnected(peer, func(err error) {
@@ -290,7 +340,7 @@ func (e *Engine) submit(op core.Op, rq *Request) *core.Status {
 		case err != nil:
 			t.FailErr(err)
 		case !t.Done(): // a transfer that timed out waiting for the connection stays failed
-			e.route(t, data)
+			e.route(t, data, nil)
 		}
 	})
 	return st
@@ -350,8 +400,9 @@ func checkRanges(r *core.Region, rq *Request) (uint64, error) {
 }
 
 // route is where a transfer's path is decided: the same-host GPU path
-// when it reaches the remote memory, the data plane otherwise.
-func (e *Engine) route(t *core.Transfer, data core.Backend) {
+// when it reaches the remote memory, the data plane otherwise (through b,
+// when the transfer is part of a batch the data plane takes at once).
+func (e *Engine) route(t *core.Transfer, data core.Backend, b *batch) {
 	if e.ipc != nil {
 		sameHost, err := e.ipc.Reaches(t)
 		if err != nil {
@@ -364,7 +415,9 @@ func (e *Engine) route(t *core.Transfer, data core.Backend) {
 		}
 	}
 	lattrace.Mark(lattrace.Checked)
-	data.Submit(t)
+	if !b.add(t, data) {
+		data.Submit(t)
+	}
 }
 
 // PopInboundTransferStatus returns what this engine knows of the transfer

@@ -222,6 +222,13 @@ func (e *Engine) whenConnected(r *remote, f func(error)) {
 	}
 }
 
+// isConnected reports whether transfers to r may be routed at once.
+func (r *remote) isConnected() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.connected && !r.removed
+}
+
 // remove marks r removed and fails the transfers waiting for it.
 func (r *remote) remove(why error) {
 	r.mu.Lock()

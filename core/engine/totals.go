@@ -25,13 +25,13 @@ type totalCounters struct {
 	written, read, succeeded, failed, nanos atomic.Uint64
 }
 
-// count records one ended transfer, submitted at start.
-func (c *totalCounters) count(t *core.Transfer, start time.Time) {
+// TransferEnded counts one ended transfer (core.EndObserver).
+func (c *totalCounters) TransferEnded(t *core.Transfer) {
 	if t.EndCode() != core.StatusSuccess {
 		c.failed.Add(1)
 		return
 	}
-	c.nanos.Add(uint64(time.Since(start)))
+	c.nanos.Add(uint64(t.Elapsed()))
 	c.succeeded.Add(1)
 	if t.Op == core.OpRead {
 		c.read.Add(t.Bytes)

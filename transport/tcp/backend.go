@@ -190,7 +190,20 @@ func (b *Backend) RemovePeer(key string) {
 }
 
 // Submit cuts the transfer into frames and queues them on the peer's streams.
-func (b *Backend) Submit(t *core.Transfer) {
+func (b *Backend) Submit(t *core.Transfer) { b.submit(t, nil) }
+
+// SubmitBatch submits each transfer as Submit does, and writes the small
+// frames the batch queued on an idle stream in one system call at its end
+// (core.BatchSubmitter).
+func (b *Backend) SubmitBatch(ts []*core.Transfer) {
+	var sb streamBatch
+	for _, t := range ts {
+		b.submit(t, &sb)
+	}
+	sb.flush()
+}
+
+func (b *Backend) submit(t *core.Transfer, sb *streamBatch) {
 	b.mu.Lock()
 	p := b.peers[t.Peer]
 	b.mu.Unlock()
@@ -202,7 +215,7 @@ func (b *Backend) Submit(t *core.Transfer) {
 		t.Fail(core.ErrGPUOp, "local memory %d is GPU memory and no GPU driver is loaded", t.Local.ID)
 		return
 	}
-	p.submit(t)
+	p.submit(t, sb)
 }
 
 // Close stops the listener, closes every stream and fails what is in flight.

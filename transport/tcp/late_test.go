@@ -81,6 +81,13 @@ func byteSize(n int) string {
 // reads again every write lands intact: the frames cut by a full socket
 // are finished by the writer.
 func TestSubmitDoesNotWaitForAFullSocket(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		name := map[bool]string{false: "one Submit each", true: "one batch"}[batched]
+		t.Run(name, func(t *testing.T) { testSubmitDoesNotWait(t, batched) })
+	}
+}
+
+func testSubmitDoesNotWait(t *testing.T, batched bool) {
 	const n, size = 64, 64 << 10 // 4 MiB: far more than the buffers of a stream nobody reads
 	target := newNode(t, "full-target", nil, nil)
 	held, release := make(chan struct{}), make(chan struct{})
@@ -101,17 +108,25 @@ func TestSubmitDoesNotWaitForAFullSocket(t *testing.T) {
 	src.fill(7)
 
 	sts := make([]*core.Status, n)
+	ts := make([]*core.Transfer, n)
+	for i := range ts {
+		sts[i] = core.NewStatus()
+		off := uint64(i * size)
+		ts[i] = &core.Transfer{
+			Op: core.OpWrite, UID: uint64(i + 1), Instance: uint64(i + 1), Peer: target.key, Local: src.r, Status: sts[i], Bytes: size,
+			Ranges: []core.Range{{LocalOffset: off, RemoteOffset: off, Size: size}},
+			Remote: core.MemoryDesc{EngineKey: target.key, ID: dst.r.ID, Token: dst.r.Token(), Location: core.LocationCPU, Size: dst.r.Size},
+		}
+	}
 	submitted := make(chan struct{})
 	go func() {
 		defer close(submitted)
-		for i := range sts {
-			sts[i] = core.NewStatus()
-			off := uint64(i * size)
-			ini.b.Submit(&core.Transfer{
-				Op: core.OpWrite, UID: uint64(i + 1), Instance: uint64(i + 1), Peer: target.key, Local: src.r, Status: sts[i],
-				Ranges: []core.Range{{LocalOffset: off, RemoteOffset: off, Size: size}},
-				Remote: core.MemoryDesc{EngineKey: target.key, ID: dst.r.ID, Token: dst.r.Token(), Location: core.LocationCPU, Size: dst.r.Size},
-			})
+		if batched {
+			ini.b.SubmitBatch(ts)
+			return
+		}
+		for _, tr := range ts {
+			ini.b.Submit(tr)
 		}
 	}()
 	select {

@@ -202,8 +202,10 @@ func (p *peer) close(err error) {
 	}
 }
 
-// submit cuts t into frames and spreads them over the streams.
-func (p *peer) submit(t *core.Transfer) {
+// submit cuts t into frames and spreads them over the streams. With a
+// batch (b not nil) the frames are queued quietly and the batch flushes
+// the streams it touched at its end.
+func (p *peer) submit(t *core.Transfer, b *streamBatch) {
 	cfg := &p.b.cfg
 	chunk := uint64(cfg.ChunkSize)
 	var frames []*frame
@@ -232,7 +234,12 @@ func (p *peer) submit(t *core.Transfer) {
 		f.codec, f.meter = codec, meter
 	}
 	t.Begin(len(frames))
-	start := int(p.next.Add(1))
+	var start int
+	if b != nil {
+		start = b.start(p, t.Bytes)
+	} else {
+		start = int(p.next.Add(1))
+	}
 	for i, f := range frames {
 		s, err := p.pick(start + i)
 		if err != nil {
@@ -242,7 +249,12 @@ func (p *peer) submit(t *core.Transfer) {
 			}
 			return
 		}
-		if err := s.enqueue(f); err != nil {
+		if b != nil {
+			err = b.enqueue(s, f)
+		} else {
+			err = s.enqueue(f)
+		}
+		if err != nil {
 			// The stream broke between pick and enqueue: fail; the caller
 			// may retry the transfer on the redialed stream.
 			t.FailErr(err)
