@@ -233,6 +233,26 @@ func mgo_allocate_uid(h C.mg_engine_t, uid *C.uint64_t) (rc C.int) {
 	return C.MG_OK
 }
 
+// maxUIDBlock bounds one mg_allocate_uids call.
+const maxUIDBlock = 1 << 20
+
+//export mgo_allocate_uids
+func mgo_allocate_uids(h C.mg_engine_t, count C.uint64_t, first *C.uint64_t) (rc C.int) {
+	defer guard(&rc)
+	eh, err := engineOf(uint64(h))
+	if err != nil {
+		return result(err)
+	}
+	switch {
+	case first == nil:
+		return result(core.Errorf(core.ErrInvalidArgs, "mg_allocate_uids: %v", errNullPointer))
+	case count == 0 || count > maxUIDBlock:
+		return result(core.Errorf(core.ErrInvalidArgs, "mg_allocate_uids: count %d: want 1..%d", uint64(count), maxUIDBlock))
+	}
+	*first = C.uint64_t(eh.e.AllocateTransferUIDs(uint64(count)))
+	return C.MG_OK
+}
+
 func u64s(p *C.uint64_t, n int) []uint64 {
 	if p == nil || n == 0 {
 		return nil

@@ -130,6 +130,11 @@ int mg_allocate_uid(mg_engine_t engine, uint64_t *uid) {
   return mgo_allocate_uid(engine, uid);
 }
 
+int mg_allocate_uids(mg_engine_t engine, uint64_t count, uint64_t *first) {
+  MG_CHECK_FORK();
+  return mgo_allocate_uids(engine, count, first);
+}
+
 int mg_submit(mg_engine_t engine, uint32_t op, const mg_transfer_t *xfers, size_t n, mg_status_t *statuses) {
   MG_CHECK_FORK();
   return mgo_submit(engine, op, (mg_transfer_t *)xfers, n, statuses);

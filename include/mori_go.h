@@ -130,6 +130,10 @@ int mg_register_memory_opts(mg_engine_t engine, uint64_t ptr, uint64_t size, int
 int mg_deregister_memory(mg_engine_t engine, const uint8_t *desc, size_t len);
 
 int mg_allocate_uid(mg_engine_t engine, uint64_t *uid);
+/* Reserve count (1 to 2^20) consecutive transfer uids, unique in the
+ * engine as mg_allocate_uid's are; *first receives the first of them. A
+ * caller that hands them out itself saves a call per transfer. */
+int mg_allocate_uids(mg_engine_t engine, uint64_t count, uint64_t *first);
 /* Start n transfers (op is mg_op). statuses[i] receives a handle for each,
  * also for transfers that failed at once (their status says why). */
 int mg_submit(mg_engine_t engine, uint32_t op, const mg_transfer_t *xfers, size_t n, mg_status_t *statuses);

@@ -250,6 +250,11 @@ func (e *Engine) env(t core.BackendType) core.BackendEnv {
 // AllocateTransferUID returns a new transfer uid, unique in this engine.
 func (e *Engine) AllocateTransferUID() uint64 { return e.uid.Add(1) }
 
+// AllocateTransferUIDs reserves n consecutive transfer uids, unique in
+// this engine, and returns the first (a caller that hands them out itself
+// saves a call per transfer).
+func (e *Engine) AllocateTransferUIDs(n uint64) uint64 { return e.uid.Add(n) - n + 1 }
+
 // Submit starts one transfer per request and returns their statuses, in
 // order. The engine takes ownership of each request's Ranges (it may merge
 // neighbours in place): the caller must not use them afterwards. Requests

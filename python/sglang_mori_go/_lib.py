@@ -77,6 +77,7 @@ _PROTOTYPES = {
     ),
     "mg_deregister_memory": (c_int, [c_uint64, c_char_p, c_size_t]),
     "mg_allocate_uid": (c_int, [c_uint64, _u64p]),
+    "mg_allocate_uids": (c_int, [c_uint64, c_uint64, _u64p]),
     "mg_submit": (c_int, [c_uint64, c_uint32, POINTER(Transfer), c_size_t, _u64p]),
     "mg_submit_opts": (c_int, [c_uint64, c_uint32, POINTER(Transfer), c_size_t, c_char_p, _u64p]),
     "mg_status_code": (c_int, [c_uint64, _u32p]),

@@ -12,7 +12,7 @@ import struct
 import sys
 import threading
 from ctypes import c_int32, c_uint32, c_uint64
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import _lib, _moriio_env
 from .config import BackendConfig, IOEngineConfig, RdmaBackendConfig
@@ -122,6 +122,9 @@ def _u64_array(seq: Any, what: Any) -> Tuple[Any, int, int]:
     return seq, (seq.buffer_info()[0] if n else 0), n
 
 
+# Transfer uids reserved per foreign call (allocate_transfer_uid).
+_UID_BLOCK = 256
+
 _U64_DTYPE: Any = None
 
 # Read-only uint64 arrays up to this many values are copied (see _u64_array).
@@ -229,6 +232,7 @@ class IOEngine:
 
     def __init__(self, key: str, config: Optional[IOEngineConfig] = None) -> None:
         self._h = 0
+        self._uids: Iterator[int] = iter(())  # a block reserved by mg_allocate_uids
         self._lock = threading.Lock()
         self._remotes: Set[str] = set()
         self._backend: Optional[BackendType] = None
@@ -504,13 +508,23 @@ class IOEngine:
     # -- transfers -----------------------------------------------------------
 
     def allocate_transfer_uid(self) -> int:
-        """A new transfer uid, unique in this engine."""
-        h = self._handle()
-        uid = c_uint64()
-        rc = _lib.lib().mg_allocate_uid(h, ctypes.byref(uid))
-        if rc:
-            _lib.raise_for(rc, "allocate_transfer_uid")
-        return uid.value
+        """A new transfer uid, unique in this engine.
+
+        Uids are reserved from the library in blocks (one foreign call per
+        _UID_BLOCK uids) and handed out here; ``next`` on the block is atomic
+        under the GIL, and two threads refilling at once each get a block of
+        their own."""
+        h = self._handle()  # a closed engine or a forked child raises
+        uid = next(self._uids, None)
+        if uid is None:
+            first = c_uint64()
+            rc = _lib.lib().mg_allocate_uids(h, _UID_BLOCK, ctypes.byref(first))
+            if rc:
+                _lib.raise_for(rc, "allocate_transfer_uid")
+            block = iter(range(first.value, first.value + _UID_BLOCK))
+            uid = next(block)
+            self._uids = block
+        return uid
 
     def _submit(
         self,

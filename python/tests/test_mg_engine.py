@@ -443,3 +443,32 @@ def test_compression_setting_crosses_the_abi(monkeypatch):
     finally:
         a.close()
         b.close()
+
+
+def test_allocate_transfer_uid_blocks_unique_across_threads():
+    """allocate_transfer_uid hands out uids from blocks the library reserves
+    (one foreign call per block): from several threads at once, past the end
+    of several blocks, every uid is new, and a closed engine still refuses."""
+    import threading
+
+    from sglang_mori_go import BadStateError, IOEngine, IOEngineConfig
+
+    e = IOEngine("uid-blocks", IOEngineConfig("127.0.0.1", 0))
+    got: list = []
+    lock = threading.Lock()
+
+    def take():
+        mine = [e.allocate_transfer_uid() for _ in range(1000)]
+        with lock:
+            got.extend(mine)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4000 and len(set(got)) == 4000, "a uid was handed out twice"
+    assert min(got) > 0
+    e.close()
+    with pytest.raises(BadStateError):
+        e.allocate_transfer_uid()

@@ -189,6 +189,16 @@ int main(void) {
         "garbage descriptor refused");
   CHECK(mg_allocate_uid(12345, &uid) == MG_ERR_INVALID_ARGS && strstr(mg_last_error(), "engine handle"),
         "bad engine handle refused");
+  /* A block of uids: consecutive, after every uid handed out before, and
+   * not handed out again. */
+  uint64_t first = 0, next = 0;
+  CHECK(mg_allocate_uids(a, 256, &first) == MG_OK && first > uid, "allocate a block of uids (first %llu after %llu)",
+        (unsigned long long)first, (unsigned long long)uid);
+  CHECK(mg_allocate_uid(a, &next) == MG_OK && next == first + 256, "the uid after a block of 256: %llu, want %llu",
+        (unsigned long long)next, (unsigned long long)(first + 256));
+  CHECK(mg_allocate_uids(a, 0, &first) == MG_ERR_INVALID_ARGS && strstr(mg_last_error(), "count 0"),
+        "a block of 0 uids refused: %s", mg_last_error());
+  CHECK(mg_allocate_uids(a, 1, NULL) == MG_ERR_INVALID_ARGS, "a NULL first refused");
   char json[4096];
   CHECK(mg_desc_to_json(mb.bytes, mb.len, json, sizeof json, &mlen) == MG_OK && strstr(json, "\"kind\":\"memory\""),
         "desc to json: %.*s", (int)mlen, json);
