@@ -13,15 +13,17 @@ import (
 	"github.com/mori-go/mori-go/internal/kvdata"
 )
 
-// alternateCheck compares auto with off in one interleaved run on each
+// alternateCheck compares auto (o.against; off for a control of the
+// method itself) with off in one interleaved run on each
 // kind of data: an off and an auto initiator live side by side (each warms
 // up for o.warm, auto learning from nothing), then o.alternate pairs of
-// slices of o.slice, off and auto in turn, in ABBA order so that neither
-// always goes first. Load from elsewhere on the machine lasts longer than
-// a slice and hits both halves of a pair alike. Each pair gives auto's
-// GB/s over off's; the table shows their median with quartiles and
-// min–max, their geometric mean with its 95% interval, the ratio of all
-// the bytes each wrote in its slices, and what auto chose meanwhile.
+// slices (o.sliceBatches batches each, or o.slice of time), off and auto
+// in turn, in ABBA order so that neither always goes first. Load from
+// elsewhere on the machine mostly lasts longer than a slice and hits both
+// halves of a pair alike. Each pair gives auto's GB/s over off's; the
+// table shows their median with quartiles and min–max, their geometric
+// mean with its 95% interval, auto's GB/s over off's over all the slices
+// (all bytes over all the time of each), and what auto chose meanwhile.
 func alternateCheck(w io.Writer, o options, inf targetInfo) error {
 	ed, md, err := inf.descs()
 	if err != nil {
@@ -32,8 +34,12 @@ func alternateCheck(w io.Writer, o options, inf targetInfo) error {
 		return err
 	}
 	defer src.Free()
-	fmt.Fprintf(w, "\n#### %s: auto over off, %d interleaved pairs of %s slices (ABBA order, after %s of warm-up each)\n\n", o.label, o.alternate, o.slice, o.warm)
-	fmt.Fprintln(w, "| data | auto/off median | quartiles | min–max | geometric mean (95% interval) | all bytes auto/off | auto while measured: batches off, s2, zstd |")
+	slice := o.slice.String()
+	if o.sliceBatches > 0 {
+		slice = fmt.Sprintf("%d-batch", o.sliceBatches)
+	}
+	fmt.Fprintf(w, "\n#### %s: %s over off, %d interleaved pairs of %s slices (ABBA order, after %s of warm-up each)\n\n", o.label, o.against, o.alternate, slice, o.warm)
+	fmt.Fprintf(w, "| data | pairs: %[1]s/off median | quartiles | min–max | geometric mean (95%% interval) | all slices: %[1]s/off | auto while measured: batches off, s2, zstd |\n", o.against)
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|")
 	for _, kind := range o.kinds {
 		if err := kvdata.Fill(kvdata.Kind(kind), src.Bytes(), 11); err != nil {
@@ -55,7 +61,7 @@ func alternateKind(o options, ed core.EngineDesc, md core.MemoryDesc, src *hostm
 		return "", err
 	}
 	defer off.b.Close()
-	auto, err := newWriter(o, ed, md, src, "auto", elemFor(kind), fmt.Sprintf("bench-auto-%d", os.Getpid()))
+	auto, err := newWriter(o, ed, md, src, o.against, elemFor(kind), fmt.Sprintf("bench-%s-%d", o.against, os.Getpid()))
 	if err != nil {
 		return "", err
 	}
@@ -67,36 +73,41 @@ func alternateKind(o options, ed core.EngineDesc, md core.MemoryDesc, src *hostm
 	}
 	before := auto.b.CompressionStats().Peers[ed.Key]
 	var ratios []float64
-	var offBytes, autoBytes uint64
+	var bytes [2]uint64
+	var secs [2]float64
 	for i := range o.alternate {
-		order := []*writer{off, auto}
+		order := []int{0, 1} // 0: off, 1: auto
 		if i%2 == 1 {
-			order = []*writer{auto, off}
+			order = []int{1, 0}
 		}
 		var gbps [2]float64
-		for _, wr := range order {
+		for _, m := range order {
+			wr := []*writer{off, auto}[m]
 			start := time.Now()
-			n, err := wr.run(o.slice)
+			var n uint64
+			if o.sliceBatches > 0 {
+				n, err = wr.runBatches(o.sliceBatches)
+			} else {
+				n, err = wr.run(o.slice)
+			}
 			if err != nil {
 				return "", err
 			}
-			g := float64(n) / time.Since(start).Seconds() / 1e9
-			if wr == off {
-				gbps[0], offBytes = g, offBytes+n
-			} else {
-				gbps[1], autoBytes = g, autoBytes+n
-			}
+			s := time.Since(start).Seconds()
+			gbps[m] = float64(n) / s / 1e9
+			bytes[m] += n
+			secs[m] += s
 		}
 		ratios = append(ratios, gbps[1]/gbps[0])
 	}
-	after := auto.b.CompressionStats().Peers[ed.Key]
+	after := auto.b.CompressionStats().Peers[ed.Key] // zero unless auto
 	chosen := func(c string) uint64 { return after.Batches[c] - before.Batches[c] }
 	slices.Sort(ratios)
 	n := len(ratios)
 	gm, lo, hi := geoMean(ratios)
 	return fmt.Sprintf("| %s | %.3f | %.3f–%.3f | %.2f–%.2f | %.3f (%.3f–%.3f) | %.3f | %d, %d, %d |", kind,
 		ratios[n/2], ratios[n/4], ratios[(3*n)/4], ratios[0], ratios[n-1], gm, lo, hi,
-		float64(autoBytes)/float64(offBytes), chosen("off"), chosen("s2"), chosen("zstd")), nil
+		(float64(bytes[1])/secs[1])/(float64(bytes[0])/secs[0]), chosen("off"), chosen("s2"), chosen("zstd")), nil
 }
 
 // geoMean is the geometric mean of xs with a 95% interval (normal

@@ -45,10 +45,11 @@ type targetInfo struct {
 
 type options struct {
 	role, listen, info, label, out string
+	against                        string
 	modes, kinds                   []string
 	region, batch, rangeSize       int
 	inflight, rounds, pairs        int
-	alternate                      int
+	alternate, sliceBatches        int
 	measure, warm, slice           time.Duration
 }
 
@@ -70,6 +71,8 @@ func main() {
 	flag.IntVar(&o.pairs, "pairs", 0, "then this many adjacent off/auto pairs per kind: the median auto/off ratio")
 	flag.IntVar(&o.alternate, "alternate", 0, "then this many pairs of -slice slices per kind, off and auto initiators side by side (interleaved)")
 	flag.DurationVar(&o.slice, "slice", 500*time.Millisecond, "time of one slice of -alternate")
+	flag.IntVar(&o.sliceBatches, "slice-batches", 0, "batches in one slice of -alternate (instead of -slice)")
+	flag.StringVar(&o.against, "against", "auto", "the mode -alternate compares with off (off: a control of the method)")
 	flag.DurationVar(&o.measure, "time", 3*time.Second, "time per measurement")
 	flag.DurationVar(&o.warm, "warm", 500*time.Millisecond, "warm-up before each measurement")
 	flag.Parse()

@@ -145,15 +145,28 @@ func (w *writer) ranges() []core.Range {
 // run writes for d and returns the bytes written.
 func (w *writer) run(d time.Duration) (uint64, error) {
 	deadline := time.Now().Add(d)
+	return w.runWhile(w.o.inflight, func() bool { return time.Now().Before(deadline) })
+}
+
+// runBatches writes n batches, up to o.inflight at once, and returns the
+// bytes written.
+func (w *writer) runBatches(n int) (uint64, error) {
+	var left atomic.Int64
+	left.Store(int64(n))
+	return w.runWhile(min(n, w.o.inflight), func() bool { return left.Add(-1) >= 0 })
+}
+
+// runWhile keeps inflight transfers going while more says so.
+func (w *writer) runWhile(inflight int, more func() bool) (uint64, error) {
 	var total atomic.Uint64
 	var firstErr error
 	var once sync.Once
 	var wg sync.WaitGroup
-	for range w.o.inflight {
+	for range inflight {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Before(deadline) {
+			for more() {
 				uid := uids.Add(1)
 				st := core.NewStatus()
 				tr := &core.Transfer{Op: core.OpWrite, UID: uid, Instance: uid, Peer: w.peer, Local: w.local, Remote: w.remote,
