@@ -25,11 +25,7 @@ import (
 // mean with its 95% interval, auto's GB/s over off's over all the slices
 // (all bytes over all the time of each), and what auto chose meanwhile.
 func alternateCheck(w io.Writer, o options, inf targetInfo) error {
-	ed, md, err := inf.descs()
-	if err != nil {
-		return err
-	}
-	src, err := hostmem.Alloc(o.region)
+	ed, md, src, err := inf.prepare(o)
 	if err != nil {
 		return err
 	}

@@ -178,6 +178,17 @@ func (inf targetInfo) descs() (core.EngineDesc, core.MemoryDesc, error) {
 	return ed, md, nil
 }
 
+// prepare decodes the target's descriptors and allocates the source region
+// (o.region bytes); the caller frees it.
+func (inf targetInfo) prepare(o options) (core.EngineDesc, core.MemoryDesc, *hostmem.Buffer, error) {
+	ed, md, err := inf.descs()
+	if err != nil {
+		return ed, md, nil, err
+	}
+	src, err := hostmem.Alloc(o.region)
+	return ed, md, src, err
+}
+
 func runInitiator(o options) error {
 	var inf targetInfo
 	if o.role == "local" {

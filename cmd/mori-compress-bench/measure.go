@@ -34,11 +34,7 @@ func elemFor(kind string) int {
 
 // measureAll runs every mode on every kind, rounds times, interleaved.
 func measureAll(o options, inf targetInfo) (map[key][]sample, error) {
-	ed, md, err := inf.descs()
-	if err != nil {
-		return nil, err
-	}
-	src, err := hostmem.Alloc(o.region)
+	ed, md, src, err := inf.prepare(o)
 	if err != nil {
 		return nil, err
 	}
@@ -233,11 +229,7 @@ func gbps(s []sample) []float64 {
 // and prints the median of the auto/off ratios of the pairs: load from
 // elsewhere on the machine hits both halves of a pair alike.
 func pairCheck(w io.Writer, o options, inf targetInfo) error {
-	ed, md, err := inf.descs()
-	if err != nil {
-		return err
-	}
-	src, err := hostmem.Alloc(o.region)
+	ed, md, src, err := inf.prepare(o)
 	if err != nil {
 		return err
 	}
