@@ -66,34 +66,24 @@ func (b *streamBatch) flush() {
 // (as an inline write: never waiting for the socket), else by waking the
 // writer.
 func (s *stream) flush() {
-	cfg := &s.p.b.cfg
 	s.mu.Lock()
 	if s.broken != nil || len(s.queue) == 0 {
 		s.mu.Unlock()
 		return
 	}
-	if s.raw == nil || s.writing || s.handoff != nil || s.inflightBytes >= cfg.Window {
+	if !s.idleForInlineLocked() {
 		s.cond.Signal()
 		s.mu.Unlock()
 		return
 	}
-	// Take the frames of host memory at the head of the queue, up to the
+	// The frames of host memory at the head of the queue, up to the
 	// window; the writer takes the rest (writeBatch wakes it).
-	batch := s.batch[:0]
-	bytes := s.inflightBytes
-	for len(s.queue) > 0 && bytes < cfg.Window && s.queue[0].t.Local.Host {
-		f := s.queue[0]
-		s.queue[0] = nil
-		s.queue = s.queue[1:]
-		batch = append(batch, f)
-		bytes += int(f.payload)
-	}
+	batch := s.takeLocked(true)
 	if len(batch) == 0 {
 		s.cond.Signal()
 		s.mu.Unlock()
 		return
 	}
-	s.batch = batch
 	s.writing = true
 	s.mu.Unlock()
 	if err := s.writeBatch(batch, true); err != nil {

@@ -73,8 +73,8 @@ func (s *stream) enqueue(f *frame) error {
 		return s.broken
 	}
 	cfg := &s.p.b.cfg
-	if s.raw != nil && !s.writing && s.handoff == nil && len(s.queue) == 0 && f.t.Local.Host &&
-		cfg.InlineBelow > 0 && f.payload <= uint64(cfg.InlineBelow) && s.inflightBytes < cfg.Window {
+	if s.idleForInlineLocked() && len(s.queue) == 0 && f.t.Local.Host &&
+		cfg.InlineBelow > 0 && f.payload <= uint64(cfg.InlineBelow) {
 		s.writing = true
 		s.inline[0] = f
 		s.mu.Unlock()
@@ -165,22 +165,38 @@ func (s *stream) writeLoop() {
 			}
 			continue
 		}
-		batch := s.batch[:0]
-		bytes := s.inflightBytes
-		for len(s.queue) > 0 && bytes < cfg.Window {
-			f := s.queue[0]
-			s.queue[0] = nil
-			s.queue = s.queue[1:]
-			batch = append(batch, f)
-			bytes += int(f.payload)
-		}
-		s.batch = batch
+		batch := s.takeLocked(false)
 		s.mu.Unlock()
 		if err := s.writeBatch(batch, false); err != nil {
 			s.fail(err)
 			return
 		}
 	}
+}
+
+// idleForInlineLocked reports whether the caller may write on the stream
+// itself (an inline write, inline.go): the socket is at hand, nobody is
+// writing, no inline write's rest is waiting, and the window has room.
+// s.mu is held.
+func (s *stream) idleForInlineLocked() bool {
+	return s.raw != nil && !s.writing && s.handoff == nil && s.inflightBytes < s.p.b.cfg.Window
+}
+
+// takeLocked moves frames from the head of the queue into s.batch, up to
+// the window, and returns them; hostOnly stops at the first frame of GPU
+// memory (an inline write sends host memory only). s.mu is held.
+func (s *stream) takeLocked(hostOnly bool) []*frame {
+	batch := s.batch[:0]
+	bytes := s.inflightBytes
+	for len(s.queue) > 0 && bytes < s.p.b.cfg.Window && (!hostOnly || s.queue[0].t.Local.Host) {
+		f := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		batch = append(batch, f)
+		bytes += int(f.payload)
+	}
+	s.batch = batch
+	return batch
 }
 
 // writeBatch encodes and writes frames. The caller has set s.writing, which
