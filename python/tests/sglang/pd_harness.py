@@ -239,12 +239,13 @@ def _publish(cfg: PDConfig, role: str, rank: int):
     return server_args
 
 
-def _init_groups(cfg: PDConfig, role: str, rank: int):
+def init_groups(pp_group=None):
     """Process-group metadata, the way SGLang's own tests do it
     (sglang/test/parallel_groups.py) for code that reads groups but runs no
     collective: the KV transfer path only reads pp_group.is_last_rank (and
     the TP ranks and sizes published above). Real groups would need NCCL for
-    TP > 1 (GroupCoordinator creates a PyNccl communicator)."""
+    TP > 1 (GroupCoordinator creates a PyNccl communicator). pp_group may be
+    given (PP > 1 needs its broadcast_object: pd_roles.StorePPGroup)."""
     from types import SimpleNamespace
 
     from sglang.srt.runtime_context import get_parallel
@@ -257,7 +258,7 @@ def _init_groups(cfg: PDConfig, role: str, rank: int):
         )
         for name in ("tp", "attn_tp")
     }
-    groups["pp_group"] = SimpleNamespace(
+    groups["pp_group"] = pp_group or SimpleNamespace(
         rank_in_group=0, world_size=1, is_first_rank=True, is_last_rank=True
     )
     parallel.override_permanently(**groups)
@@ -576,7 +577,7 @@ def _run_role(role, rank, cfg, results, control):
     import torch  # noqa: F401  (SGLang needs it; import before timing)
 
     server_args = _publish(cfg, role, rank)
-    _init_groups(cfg, role, rank)
+    init_groups()
     from sglang.srt.disaggregation.base.conn import KVPoll
     from sglang.srt.disaggregation.utils import (
         DisaggregationMode,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime
 import os
 import time
-from types import SimpleNamespace
 from typing import Dict, Optional
 
 import pd_harness as H
@@ -52,25 +51,6 @@ def _publish(server_args, world_rank: int, dp_rank: Optional[int] = None):
         role="scheduler",
         ranks=SpawnRanks(world_rank=world_rank, dp_rank=dp_rank, gpu_id=world_rank),
     )
-
-
-def _groups(pp_group=None):
-    """Process groups as metadata (see pd_harness._init_groups); pp_group
-    may be given (PP > 1 needs its broadcast_object)."""
-    from sglang.srt.runtime_context import get_parallel
-
-    parallel = get_parallel()
-    groups = {
-        f"{name}_group": SimpleNamespace(
-            rank_in_group=getattr(parallel, f"{name}_rank"),
-            world_size=getattr(parallel, f"{name}_size"),
-        )
-        for name in ("tp", "attn_tp")
-    }
-    groups["pp_group"] = pp_group or SimpleNamespace(
-        rank_in_group=0, world_size=1, is_first_rank=True, is_last_rank=True
-    )
-    parallel.override_permanently(**groups)
 
 
 class StorePPGroup:
@@ -155,7 +135,7 @@ class Role:
         self.cfg, self.role, self.rank = cfg, role, rank
         self.server_args = _server_args(cfg, role, **(server_kw or {}))
         _publish(self.server_args, rank if world_rank is None else world_rank, dp_rank)
-        _groups(pp_group)
+        H.init_groups(pp_group)
         from sglang.srt.runtime_context import get_parallel
 
         self.parallel = get_parallel()
