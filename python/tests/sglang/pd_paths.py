@@ -33,8 +33,10 @@ from pd_roles import (
     _kv,
     all_tensors,
     bootstrap_server,
+    bootstrapped,
     check_aux,
     decode_ready,
+    decode_start,
     expect_msg,
     expected,
     page_rows,
@@ -113,10 +115,7 @@ def abort_paths(role_name, rank, cfg, results, control):
         return
 
     r = Role(cfg, "decode", rank)
-    r.fill_sentinel()
-    mgr = r.start("decode")
-    report(results, role_name, rank, "ready")
-    addr = decode_ready(cfg, mgr)
+    mgr, addr = decode_start(r, results, role_name, rank)
     recvs = [receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=room) for room in rooms]
     for rc in recvs:
         rc.init(0)
@@ -214,13 +213,8 @@ def teardown_paths(role_name, rank, cfg, results, control):
         return
 
     r = Role(cfg, "decode", rank, server_kw=role_switch)
-    r.fill_sentinel()
-    mgr = r.start("decode")
-    report(results, role_name, rank, "ready")
-    addr = decode_ready(cfg, mgr)
-    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=rooms[0])
-    rc.init(0)
-    wait_poll(rc, (KVPoll.WaitingForInput,), T, "decode bootstrap")
+    mgr, addr = decode_start(r, results, role_name, rank)
+    rc = bootstrapped(receiver_cls, mgr, addr, rooms[0], T, "decode bootstrap")
     rc.send_metadata(maps[0][1], H.aux_rows(0)[1], None)
     st0, _ = wait_poll(rc, (KVPoll.Success,), T, "room 0")
     chk = Checker()
@@ -291,18 +285,14 @@ def state_paths(role_name, rank, cfg, results, control):
         control.recv(3 * T)
         return
 
-    r.fill_sentinel()
-    mgr = r.start("decode")
-    report(results, role_name, rank, "ready", {"num_draft_entries": r.kv_args.num_draft_entries})
-    addr = decode_ready(cfg, mgr)
+    mgr, addr = decode_start(r, results, role_name, rank,
+                             lambda mgr: {"num_draft_entries": r.kv_args.num_draft_entries})
     chk = Checker()
     out = []
     n_target = len(r.kv_entries) - r.kv_args.num_draft_entries
     src_draft = cfg.extra.get("draft", {}).get("prefill", 0)
     for i, room in enumerate(rooms):
-        rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=room)
-        rc.init(0)
-        wait_poll(rc, (KVPoll.WaitingForInput,), T, f"room {i} bootstrap")
+        rc = bootstrapped(receiver_cls, mgr, addr, room, T, f"room {i} bootstrap")
         skip = prefixes[i]
         rc.send_metadata(maps[i][1][skip:], H.aux_rows(i)[1], idx[i][1] if idx else None,
                          decode_prefix_len=skip * ps)
@@ -353,13 +343,8 @@ def sla_paths(role_name, rank, cfg, results, control):
                                                    "seconds": time.monotonic() - t0})
         control.recv(3 * T)
         return
-    r.fill_sentinel()
-    mgr = r.start("decode")
-    report(results, role_name, rank, "ready")
-    addr = decode_ready(cfg, mgr)
-    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=cfg.room)
-    rc.init(0)
-    wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+    mgr, addr = decode_start(r, results, role_name, rank)
+    rc = bootstrapped(receiver_cls, mgr, addr, cfg.room, T)
     rc.send_metadata(dst, H.aux_rows(0)[1], None)
     report(results, role_name, rank, "metadata_sent")
     st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
@@ -397,10 +382,7 @@ def dp_paths(role_name, rank, cfg, results, control):
         control.recv(3 * T)
         return
     r = Role(cfg, "decode", rank)
-    r.fill_sentinel()
-    mgr = r.start("decode")
-    report(results, role_name, rank, "ready")
-    addr = decode_ready(cfg, mgr)
+    mgr, addr = decode_start(r, results, role_name, rank)
     dp_of: Dict[str, int] = {}
     wait_until(lambda: len(dp_of.update(receiver_cls.query_prefill_dp_ranks(addr, rooms)) or dp_of) == 2,
                T, "the rooms' prefill DP ranks never registered")
@@ -460,13 +442,8 @@ def pp_paths(role_name, rank, cfg, results, control):
         control.recv(3 * T)
         return
     r = Role(cfg, "decode", rank)
-    r.fill_sentinel()
-    mgr = r.start("decode")
-    report(results, role_name, rank, "ready")
-    addr = decode_ready(cfg, mgr)
-    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=cfg.room)
-    rc.init(0)
-    wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+    mgr, addr = decode_start(r, results, role_name, rank)
+    rc = bootstrapped(receiver_cls, mgr, addr, cfg.room, T)
     rc.send_metadata(dst, H.aux_rows(0)[1], None)
     st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
     chk = Checker()
@@ -528,13 +505,8 @@ def dcp_paths(role_name, rank, cfg, results, control):
         return
     r = Role(cfg, "decode", rank, server_kw=dict(tp_size=2, dcp_size=2),
              draft_layers=draft, draft_tokens=2 * cfg.pool_tokens)
-    r.fill_sentinel()
-    mgr = r.start("decode")
-    report(results, role_name, rank, "ready", {"dcp": (mgr.dcp_size, mgr.dcp_rank)})
-    addr = decode_ready(cfg, mgr)
-    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=cfg.room)
-    rc.init(0)
-    wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+    mgr, addr = decode_start(r, results, role_name, rank, lambda mgr: {"dcp": (mgr.dcp_size, mgr.dcp_rank)})
+    rc = bootstrapped(receiver_cls, mgr, addr, cfg.room, T)
     dst = dcp_dst_pages(cfg, rank)
     rc.send_metadata(dst, H.aux_rows(0)[1], None)
     st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
@@ -649,13 +621,8 @@ def mamba_paths(role_name, rank, cfg, results, control):
         report(results, role_name, rank, "done", {"status": int(st), "reason": reason_of(mgr, cfg.room)})
         control.recv(3 * T)
         return
-    r.fill_sentinel()
-    mgr = r.start("decode")
-    report(results, role_name, rank, "ready")
-    addr = decode_ready(cfg, mgr)
-    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=cfg.room)
-    rc.init(0)
-    wait_poll(rc, (KVPoll.WaitingForInput,), T, "bootstrap")
+    mgr, addr = decode_start(r, results, role_name, rank)
+    rc = bootstrapped(receiver_cls, mgr, addr, cfg.room, T)
     rc.send_metadata(dst, H.aux_rows(0)[1], [np.array([dst_slot], dtype=np.int32)])
     st, _ = wait_poll(rc, (KVPoll.Success,), T, "transfer")
     chk = Checker()

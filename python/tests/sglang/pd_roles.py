@@ -362,6 +362,26 @@ def decode_ready(cfg, mgr):
     return addr
 
 
+def decode_start(r, results, role_name, rank, ready_info=None):
+    """The decode side up to its manager knowing prefill: buffers filled
+    with the sentinel, the manager started, "ready" reported (with
+    ready_info(mgr) when given), prefill's parallel info fetched. Returns
+    the manager and the bootstrap address."""
+    r.fill_sentinel()
+    mgr = r.start("decode")
+    report(results, role_name, rank, "ready", ready_info(mgr) if ready_info else None)
+    return mgr, decode_ready(r.cfg, mgr)
+
+
+def bootstrapped(receiver_cls, mgr, addr, room, timeout, what="bootstrap"):
+    """A receiver for room, initialised (prefill DP rank 0) and through
+    its bootstrap."""
+    rc = receiver_cls(mgr=mgr, bootstrap_addr=addr, bootstrap_room=room)
+    rc.init(0)
+    wait_poll(rc, (_kv().WaitingForInput,), timeout, what)
+    return rc
+
+
 def reason_of(mgr, room):
     return mgr.failure_records.get(room)
 
