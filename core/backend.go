@@ -177,7 +177,6 @@ type Transfer struct {
 
 	remaining atomic.Int64
 	once      sync.Once
-	onDone    []func()
 	endCode   StatusCode
 	flight    flightLinks // set by Flights.Add
 }
@@ -187,10 +186,6 @@ type Transfer struct {
 type EndObserver interface {
 	TransferEnded(t *Transfer)
 }
-
-// OnDone registers f to run once the transfer ends, before its status
-// becomes terminal. Not safe once the transfer has been submitted.
-func (t *Transfer) OnDone(f func()) { t.onDone = append(t.onDone, f) }
 
 // Begin records that the transfer was split into n parts.
 func (t *Transfer) Begin(n int) {
@@ -216,8 +211,8 @@ func (t *Transfer) Fail(code StatusCode, format string, args ...any) {
 // FailErr ends the transfer with err's code and message.
 func (t *Transfer) FailErr(err error) { t.finish(CodeOf(err), err.Error()) }
 
-// EndCode is the code the transfer ends with; valid in OnDone functions
-// (which run before the status becomes terminal).
+// EndCode is the code the transfer ends with; valid in the Observer's
+// TransferEnded (which runs before the status becomes terminal).
 func (t *Transfer) EndCode() StatusCode { return t.endCode }
 
 // Elapsed is the time since the transfer was recorded in flight (its
@@ -245,9 +240,6 @@ func (t *Transfer) finish(code StatusCode, msg string) {
 		t.endCode = code
 		if t.Observer != nil {
 			t.Observer.TransferEnded(t)
-		}
-		for _, f := range t.onDone {
-			f()
 		}
 		t.Status.Finish(code, msg)
 	})

@@ -161,11 +161,15 @@ func TestStatusCodes(t *testing.T) {
 	require.Equal(t, "boom", (&Error{Code: ErrRemote, Err: base}).Error())
 }
 
+// endCounter counts the ends it is told of (an EndObserver).
+type endCounter struct{ calls int }
+
+func (c *endCounter) TransferEnded(*Transfer) { c.calls++ }
+
 func TestTransferEndsOnce(t *testing.T) {
 	st := NewStatus()
-	var calls int
-	tr := &Transfer{Op: OpWrite, UID: 9, Peer: "p", Status: st}
-	tr.OnDone(func() { calls++ })
+	ends := &endCounter{}
+	tr := &Transfer{Op: OpWrite, UID: 9, Peer: "p", Status: st, Observer: ends}
 	tr.Begin(3)
 	require.Equal(t, StatusInProgress, st.Code())
 	tr.PartDone()
@@ -174,7 +178,7 @@ func TestTransferEndsOnce(t *testing.T) {
 	tr.PartDone()
 	require.Equal(t, ErrRemote, st.Code())
 	require.Equal(t, `write uid 9 to "p": part 2 refused`, st.Message())
-	require.Equal(t, 1, calls)
+	require.Equal(t, 1, ends.calls)
 	require.True(t, tr.Done())
 
 	st = NewStatus()

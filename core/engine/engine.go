@@ -326,8 +326,8 @@ func (e *Engine) submit(op core.Op, rq *Request, b *batch) *core.Status {
 	}
 	// Everything t carries is set before Flights.Add publishes it: from
 	// then on its deadline may end it, on the timer's goroutine, at any
-	// moment (the race detector caught OnDone appending while a timed-out
-	// transfer ran its OnDone functions).
+	// moment (the race detector once caught the engine adding an end
+	// hook while a timed-out transfer ran its end hooks).
 	t.Instance = e.instance.Add(1)
 	t.Observer = &e.totals
 	if err := e.flights.Add(t); err != nil {
