@@ -845,7 +845,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="short CI run: few workloads, no page written")
     ap.add_argument("--systems", default=None, help="comma list of " + ",".join(ORDER))
-    ap.add_argument("--only", default=None, help="run only workloads whose name contains this "
+    ap.add_argument("--only", default=None, help="run only workloads whose name contains this (=NAME: exactly NAME) "
                     "(alternatives separated by |)")
     ap.add_argument("--no-conns", action="store_true", help="skip the connections section")
     ap.add_argument("--cell-time", type=float, default=None, help="seconds of timed batches per system per workload")
@@ -899,8 +899,11 @@ def main() -> int:
     conn_wls = [] if args.no_conns else W.conns()
     if args.only:
         wanted = args.only.split("|")
-        wls = [w for w in wls if any(o in w.name for o in wanted)]
-        conn_wls = [w for w in conn_wls if any(o in w.name for o in wanted)]
+        # "=name" asks for that workload exactly, anything else a substring
+        def picked(name):
+            return any(name == o[1:] if o.startswith("=") else o in name for o in wanted)
+        wls = [w for w in wls if picked(w.name)]
+        conn_wls = [w for w in conn_wls if picked(w.name)]
     if not os.access(args.cbench, os.X_OK):
         log(f"bench: {args.cbench} missing: build it with scripts/bench.sh")
         return 2

@@ -498,6 +498,9 @@ func mgo_engine_stats(h C.mg_engine_t, buf *C.char, capacity C.size_t, n *C.size
 	if cs, ok := eh.e.DataBackend().(interface{ CompressionStats() tcp.CompressionStats }); ok {
 		stats["compression"] = cs.CompressionStats()
 	}
+	if w, ok := eh.e.DataBackend().(interface{ ResponsesReadByWaiters() uint64 }); ok {
+		stats["responses_read_by_waiters"] = w.ResponsesReadByWaiters()
+	}
 	j, err := json.Marshal(stats)
 	if err != nil {
 		return result(err)

@@ -21,6 +21,8 @@ type Status struct {
 	done chan struct{} // made by the first call of Done
 	// watchers are told when the status becomes terminal (see WaitAll).
 	watchers []*waiter
+	// drv can drive the transfer on a waiting thread (SetDriver).
+	drv atomic.Pointer[Driver]
 }
 
 // NewStatus returns a status in state INIT.
@@ -152,6 +154,7 @@ func waitAll(statuses []*Status, timeout time.Duration, how WaitMode) StatusCode
 			return c
 		}
 	}
+	w.watched = watched
 	if !w.sleep(timeout) {
 		c, _ := scan(statuses)
 		return c

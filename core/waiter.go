@@ -40,6 +40,13 @@ type waiter struct {
 	how    WaitMode
 	ch     chan struct{} // ParkGoroutine: one token per wake-up
 	word   atomic.Uint32 // BlockThread: 1 once there is news (the futex word)
+	// asleep is 1 while the thread is (about to be) blocked on word: a
+	// status that ends wakes the futex only then (a thread driving its
+	// transfers needs no wake-up system call).
+	asleep atomic.Uint32
+	// watched are the statuses waited for, whose driver a BlockThread
+	// waiter may run (driver.go).
+	watched []*Status
 }
 
 // newWaiter returns a waiter that sleeps as how says, or parks when no
@@ -77,7 +84,9 @@ func (w *waiter) ended(code StatusCode) {
 		return
 	}
 	w.word.Store(1)
-	futexWake(&w.word)
+	if w.asleep.Load() != 0 {
+		futexWake(&w.word)
+	}
 }
 
 // finished reports whether the wait is over: every status ended, or one
@@ -102,7 +111,18 @@ func (w *waiter) sleep(timeout time.Duration) bool {
 				return w.finished()
 			}
 		}
+		if d := driverOf(w.watched); d != nil {
+			slice := driveSlice
+			if rest >= 0 {
+				slice = min(slice, rest)
+			}
+			if d.Drive(time.Now().Add(slice)) {
+				continue
+			}
+		}
+		w.asleep.Store(1)
 		futexWait(&w.word, 0, rest)
+		w.asleep.Store(0)
 	}
 }
 

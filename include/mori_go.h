@@ -181,7 +181,9 @@ int mg_desc_to_json(const uint8_t *desc, size_t len, char *buf, size_t cap, size
  * entries, backend; access_denied (accesses with a wrong memory token) and
  * streams_refused (data streams, and control-plane TLS connections, refused)
  * among them; rdma_fallback says why
- * RDMA was asked for and TCP serves ("" when that did not happen). */
+ * RDMA was asked for and TCP serves ("" when that did not happen); on TCP,
+ * responses_read_by_waiters counts the acknowledgements that a thread
+ * waiting in mg_wait_all or mg_status_wait read from the socket itself. */
 int mg_engine_stats(mg_engine_t engine, char *buf, size_t cap, size_t *len);
 
 #ifdef __cplusplus

@@ -720,8 +720,9 @@ class IOEngine:
         access_denied (accesses with a wrong memory token), streams_refused
         (data streams not admitted, over a limit, or failing TLS, and
         control-plane connections refused in the TLS handshake);
-        rdma_fallback: why RDMA was asked for and TCP serves ("" if not)
-        (mori-go)."""
+        rdma_fallback: why RDMA was asked for and TCP serves ("" if not);
+        on TCP, responses_read_by_waiters (acknowledgements that a thread
+        waiting for its transfers read from the socket itself) (mori-go)."""
         h = self._handle()
         return json.loads(_lib.call_sized(_lib.lib().mg_engine_stats, h, initial=512, what="stats"))
 

@@ -1,7 +1,6 @@
 package tcp
 
 import (
-	"bufio"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -121,9 +120,14 @@ func (p *peer) dial() (*stream, error) {
 		return nil, err
 	}
 	c.SetDeadline(time.Time{})
-	s := &stream{p: p, c: c, br: bufio.NewReaderSize(c, 64<<10), compress: p.b.comp != nil && offered(offer)}
+	s := &stream{p: p, c: c, compress: p.b.comp != nil && offered(offer)}
+	s.rd = respReader{s: s, buf: make([]byte, 64<<10)}
+	s.msg = make([]byte, 0, 256)
 	if tc, ok := c.(*net.TCPConn); ok {
 		s.raw, _ = tc.SyscallConn() // nil (no inline writes) on error
+	}
+	if s.raw != nil {
+		s.drv = s
 	}
 	s.cond = sync.NewCond(&s.mu)
 	go s.writeLoop()
@@ -248,6 +252,9 @@ func (p *peer) submit(t *core.Transfer, b *streamBatch) {
 				putFrame(f)
 			}
 			return
+		}
+		if s.drv != nil {
+			t.Status.SetDriver(&s.drv)
 		}
 		if b != nil {
 			err = b.enqueue(s, f)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mori-go/mori-go/core"
 	"github.com/mori-go/mori-go/internal/lattrace"
 )
@@ -115,6 +117,7 @@ type connState struct {
 	bufs    net.Buffers
 	group   net.Buffers
 	spans   []core.DeviceSpan
+	iov     []unix.Iovec
 	cbuf    []byte   // a compressed payload
 	dsts    [][]byte // where it decodes to
 }
@@ -131,7 +134,7 @@ func (s *server) serve(c net.Conn) error {
 	}
 	sr := &stallReader{c: c, in: newGoneReader(plain, c), stall: s.cfg.StallTimeout}
 	sw := &stallWriter{c: c, stall: s.cfg.StallTimeout}
-	st := &connState{c: c, sr: sr, sw: sw, br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(sw, 16<<10)}
+	st := &connState{c: c, sr: sr, sw: sw, iov: make([]unix.Iovec, 0, maxIovecs), br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(sw, 16<<10)}
 	peer, err := s.handshake(c, st.br)
 	s.handshakeOver(remoteHost(c))
 	if err != nil {
@@ -335,12 +338,7 @@ func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, pay
 		return nil, errInitiatorGone
 	}
 	if r.Host {
-		for _, e := range ranges {
-			if _, err := io.ReadFull(st.br, r.Bytes(e.RemoteOffset, e.Size)); err != nil {
-				return nil, err
-			}
-		}
-		return nil, nil
+		return nil, s.receiveHost(st, r, ranges)
 	}
 	st.spans = regionSpans(st.spans, r, ranges)
 	var got uint64
@@ -363,6 +361,35 @@ func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, pay
 		return core.Errorf(core.ErrGPUOp, "copy to GPU %d memory %d: %w", r.Device, r.ID, deviceErr), nil
 	}
 	return nil, nil
+}
+
+// receiveHost reads a write's payload straight into host memory: first
+// what the stream's buffer holds, then with vectored reads of the socket
+// into the ranges themselves (no copy through the buffer).
+func (s *server) receiveHost(st *connState, r *core.Region, ranges []core.Range) error {
+	dst := st.group[:0]
+	for _, e := range ranges {
+		if e.Size > 0 {
+			dst = append(dst, r.Bytes(e.RemoteOffset, e.Size))
+		}
+	}
+	defer func() {
+		clear(dst) // no pointers into the region kept past the frame
+		st.group = dst[:0]
+	}()
+	rest := dst
+	for len(rest) > 0 && st.br.Buffered() > 0 {
+		n, _ := st.br.Read(rest[0]) // from the buffer only: it holds bytes
+		rest = advance(rest, n)
+	}
+	for len(rest) > 0 {
+		n, err := st.sr.ReadVec(rest, st.iov)
+		if err != nil {
+			return err
+		}
+		rest = advance(rest, n)
+	}
+	return nil
 }
 
 // regionSpans appends to spans[:0] the device memory of ranges (their

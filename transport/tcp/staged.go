@@ -66,7 +66,7 @@ func (s *stream) readStaged(f *frame) error {
 	var got uint64
 	var netErr error
 	err := s.p.b.env.GPU.WriteStaged(t.Local.Device, spans, func(b []byte) error {
-		if _, err := io.ReadFull(s.br, b); err != nil {
+		if _, err := io.ReadFull(&s.rd, b); err != nil {
 			netErr = s.connErr("read data", err)
 			return netErr
 		}
@@ -78,7 +78,7 @@ func (s *stream) readStaged(f *frame) error {
 	}
 	if err != nil {
 		t.Fail(core.ErrGPUOp, "copy to GPU %d memory %d: %v", t.Local.Device, t.Local.ID, err)
-		if _, err := io.CopyN(io.Discard, s.br, int64(f.payload-got)); err != nil {
+		if _, err := io.CopyN(io.Discard, &s.rd, int64(f.payload-got)); err != nil {
 			return s.connErr("read data", err)
 		}
 	}

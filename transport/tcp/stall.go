@@ -3,6 +3,8 @@ package tcp
 import (
 	"net"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // stallReader refreshes a read deadline at each read while armed, so that
@@ -20,6 +22,14 @@ func (r *stallReader) Read(p []byte) (int, error) {
 		r.c.SetReadDeadline(time.Now().Add(r.stall))
 	}
 	return r.in.Read(p)
+}
+
+// ReadVec is Read into several buffers (goneReader.ReadVec).
+func (r *stallReader) ReadVec(bufs [][]byte, iov []unix.Iovec) (int, error) {
+	if r.armed {
+		r.c.SetReadDeadline(time.Now().Add(r.stall))
+	}
+	return r.in.ReadVec(bufs, iov)
 }
 
 func (r *stallReader) arm(on bool) {

@@ -1,11 +1,11 @@
 package tcp
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,8 +22,18 @@ import (
 type stream struct {
 	p   *peer
 	c   net.Conn
-	br  *bufio.Reader
-	raw syscall.RawConn // the socket, for inline writes; nil over TLS (inline.go)
+	raw syscall.RawConn // the socket, for inline writes and driving threads; nil over TLS (inline.go)
+
+	// Responses (drive.go): the buffered reader and scratch of whoever
+	// holds the read role, the role, and the reader goroutine's mark that
+	// it found the role taken with data waiting.
+	rd       respReader
+	msg      []byte
+	pfd      [1]unix.PollFd
+	reading  sync.Mutex
+	wantRead atomic.Bool
+	stallAt  atomic.Int64 // the stall deadline in Unix ns, 0 while none
+	drv      core.Driver  // the stream, for core.Status.SetDriver; nil over TLS
 
 	// Scratch of the GPU staging path, used by whoever writes.
 	spans []core.DeviceSpan
@@ -111,6 +121,11 @@ func (s *stream) fail(err error) {
 		// Close), and a write reported failed here would land later,
 		// possibly over a newer write to the same memory.
 		tc.SetLinger(0)
+	}
+	if s.raw != nil {
+		// Wake a thread waiting in poll(2) on the socket (drive.go): it
+		// holds the descriptor, so Close would wait for it.
+		s.raw.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RD) })
 	}
 	s.c.Close()
 	// Frames in flight are not recycled: the reader may be matching a
@@ -261,7 +276,7 @@ func (s *stream) writeBatch(batch []*frame, inline bool) error {
 		return err
 	}
 	if len(s.inflight) == 0 {
-		s.c.SetReadDeadline(time.Now().Add(cfg.StallTimeout))
+		s.setStall(time.Now().Add(cfg.StallTimeout))
 	}
 	for _, f := range ready {
 		s.inflight = append(s.inflight, f)

@@ -8,36 +8,13 @@ import (
 	"github.com/mori-go/mori-go/internal/lattrace"
 )
 
-// readLoop matches the responses of the stream, in order, to its frames
-// in flight and ends their parts.
-func (s *stream) readLoop() {
-	msg := make([]byte, 0, 256)
-	for {
-		f, refused, err := s.readResponse(&msg)
-		if err != nil {
-			s.fail(err)
-			return
-		}
-		if !s.retire(f) {
-			return // fail() took the frames meanwhile and ended their transfers
-		}
-		s.meterDone(f, refused == nil)
-		if refused != nil {
-			f.t.FailErr(refused)
-		} else {
-			f.t.PartDone()
-		}
-		putFrame(f)
-	}
-}
-
 // readResponse reads the response to the oldest frame in flight, and a
 // read's data into local memory. refused is the target's refusal of the
 // frame; err breaks the stream (a broken connection, a response out of
 // step). msg is scratch for the refusal's message.
 func (s *stream) readResponse(msg *[]byte) (f *frame, refused, err error) {
 	var hb [respHeaderLen]byte
-	if _, err := io.ReadFull(s.br, hb[:]); err != nil {
+	if _, err := io.ReadFull(&s.rd, hb[:]); err != nil {
 		return nil, nil, s.connErr("read response", err)
 	}
 	lattrace.Mark(lattrace.InitWake)
@@ -49,7 +26,7 @@ func (s *stream) readResponse(msg *[]byte) (f *frame, refused, err error) {
 		*msg = make([]byte, h.MsgLen) // up to maxMessageLen
 	}
 	*msg = (*msg)[:h.MsgLen]
-	if _, err := io.ReadFull(s.br, *msg); err != nil {
+	if _, err := io.ReadFull(&s.rd, *msg); err != nil {
 		return nil, nil, s.connErr("read response", err)
 	}
 	s.mu.Lock()
@@ -103,9 +80,9 @@ func (s *stream) retire(f *frame) bool {
 	s.inflight = s.inflight[1:]
 	s.inflightBytes -= int(f.payload)
 	if len(s.inflight) == 0 {
-		s.c.SetReadDeadline(time.Time{})
+		s.setStall(time.Time{})
 	} else {
-		s.c.SetReadDeadline(time.Now().Add(s.p.b.cfg.StallTimeout))
+		s.setStall(time.Now().Add(s.p.b.cfg.StallTimeout))
 	}
 	if len(s.queue) > 0 && !s.writing {
 		s.cond.Signal() // the writer may be waiting for room in the window
@@ -119,7 +96,7 @@ func (s *stream) readData(f *frame) error {
 	if err := t.Local.Use(); err != nil {
 		// The local memory is gone: drain the payload to stay in step.
 		t.FailErr(err)
-		if _, err := io.CopyN(io.Discard, s.br, int64(f.payload)); err != nil {
+		if _, err := io.CopyN(io.Discard, &s.rd, int64(f.payload)); err != nil {
 			return s.connErr("read data", err)
 		}
 		return nil
@@ -137,13 +114,13 @@ func (s *stream) readData(f *frame) error {
 				for _, q := range f.ranges[i+1:] {
 					rest += q.Size
 				}
-				if _, err := io.CopyN(io.Discard, s.br, int64(rest)); err != nil {
+				if _, err := io.CopyN(io.Discard, &s.rd, int64(rest)); err != nil {
 					return s.connErr("read data", err)
 				}
 				return nil
 			}
 			n := min(r.Size-off, maxReadBetweenChecks)
-			if _, err := io.ReadFull(s.br, t.Local.Bytes(r.LocalOffset+off, n)); err != nil {
+			if _, err := io.ReadFull(&s.rd, t.Local.Bytes(r.LocalOffset+off, n)); err != nil {
 				return s.connErr("read data", err)
 			}
 			off += n
