@@ -47,11 +47,21 @@ func listenZMQ(host string, port int, r *responder, log *slog.Logger) (*zmqServe
 func (s *zmqServer) port() int       { return s.bound }
 func (s *zmqServer) refused() uint64 { return 0 }
 
+// zapDomain is set on the ROUTER socket only for what it turns off:
+// libzmq refuses ZMTP 1.0 and 2.0 peers on a socket with a ZAP domain.
+// Those old handshakes are a crash: bytes that are not a ZMTP 3 greeting
+// (a TLS ClientHello, say) start the 1.0 handshake, and libzmq 4.3.4 may
+// abort the process on it (an assertion in process_routing_id_msg, when
+// the routing id arrives before the session's pipe is attached). No ZAP
+// handler is bound and the domain is not enforced, so ZMTP 3 peers are
+// served as before.
+const zapDomain = "mori-go"
+
 // bind makes the ROUTER socket and binds it.
 func (s *zmqServer) bind(host string, port int) (*zmq.Socket, error) {
 	sock, err := s.ctx.NewSocket(zmq.ROUTER)
 	if err == nil {
-		err = errors.Join(sock.SetLinger(0), sock.SetMaxmsgsize(MaxMessage), sock.SetRcvhwm(1024))
+		err = errors.Join(sock.SetLinger(0), sock.SetMaxmsgsize(MaxMessage), sock.SetRcvhwm(1024), sock.SetZapDomain(zapDomain))
 	}
 	if err != nil {
 		return nil, core.Errorf(core.ErrInternal, "control plane: socket: %w", err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"unsafe"
@@ -74,19 +75,15 @@ func (b *respReader) readSocket(p []byte) (int, error) {
 // unix.EAGAIN when it holds nothing, io.EOF when the peer closed.
 func (b *respReader) fill(fd int) error {
 	b.r, b.w = 0, 0
-	for {
-		n, err := unix.Read(fd, b.buf)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return err
-		case n == 0:
-			return io.EOF
-		}
-		b.w = n
-		return nil
+	n, errno := rawRead(fd, b.buf)
+	switch {
+	case errno != 0:
+		return errno
+	case n == 0:
+		return io.EOF
 	}
+	b.w = n
+	return nil
 }
 
 // readLoop ends the transfers of the stream's frames as their responses
@@ -242,10 +239,9 @@ func (s *stream) threadRead(p []byte) (int, error) {
 		var n int
 		var rerr error
 		err := s.raw.Control(func(fd uintptr) {
-			for {
-				if n, rerr = unix.Read(int(fd), p); rerr != unix.EINTR {
-					return
-				}
+			var errno syscall.Errno
+			if n, errno = rawRead(int(fd), p); errno != 0 {
+				rerr = errno
 			}
 		})
 		switch {

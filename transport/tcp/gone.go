@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -68,13 +67,13 @@ func (r *goneReader) Read(p []byte) (int, error) {
 	var n int
 	var err error
 	rerr := r.raw.Read(func(fd uintptr) bool {
-		for {
-			n, err = syscall.Read(int(fd), p)
-			if err != syscall.EINTR {
-				break
-			}
+		var errno syscall.Errno
+		n, errno = rawRead(int(fd), p)
+		err = nil
+		if errno != 0 {
+			err = errno
 		}
-		if err == syscall.EAGAIN {
+		if errno == syscall.EAGAIN {
 			return false // wait until readable (or the read deadline)
 		}
 		if n > 0 && initiatorGone(int(fd)) {
@@ -109,14 +108,7 @@ func (r *goneReader) ReadVec(bufs [][]byte, iov []unix.Iovec) (int, error) {
 	var n int
 	var errno syscall.Errno
 	rerr := r.raw.Read(func(fd uintptr) bool {
-		for {
-			var m uintptr
-			m, _, errno = syscall.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-			n = int(m)
-			if errno != syscall.EINTR {
-				break
-			}
-		}
+		n, errno = rawVec(unix.SYS_READV, int(fd), iov)
 		if errno == syscall.EAGAIN {
 			return false // wait until readable (or the read deadline)
 		}
@@ -141,6 +133,15 @@ func (r *goneReader) ReadVec(bufs [][]byte, iov []unix.Iovec) (int, error) {
 	return n, nil
 }
 
+// plainRaw returns the socket when what is read is the socket itself (not
+// TLS over it), else nil.
+func (r *goneReader) plainRaw() syscall.RawConn {
+	if r.tls {
+		return nil
+	}
+	return r.raw
+}
+
 // gone says whether the initiator has closed or reset the connection:
 // asked before landing bytes read earlier.
 func (r *goneReader) gone() bool {
@@ -155,11 +156,11 @@ func (r *goneReader) gone() bool {
 // initiatorGone asks the kernel for the connection's state: anything but
 // established means the initiator closed (FIN) or reset (RST) it.
 func initiatorGone(fd int) bool {
-	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
+	state, ok := rawTCPState(fd)
+	if !ok {
 		return false // cannot tell: go on
 	}
-	return info.State != tcpEstablished
+	return state != tcpEstablished
 }
 
 // tcpEstablished is TCP_ESTABLISHED of linux/tcp_states.h.

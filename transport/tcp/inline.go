@@ -3,7 +3,6 @@ package tcp
 import (
 	"net"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -86,9 +85,9 @@ func (s *stream) writev(fd uintptr, bufs net.Buffers) (int, syscall.Errno) {
 		iov = append(iov, v)
 	}
 	s.iovecs = iov
-	n, _, errno := syscall.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-	clear(iov) // no pointers into frames kept past the call
-	return int(n), errno
+	n, errno := rawVec(unix.SYS_WRITEV, int(fd), iov) // non-blocking: rawsys.go
+	clear(iov)                                        // no pointers into frames kept past the call
+	return n, errno
 }
 
 // advance drops the first n bytes of bufs.

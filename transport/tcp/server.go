@@ -133,7 +133,7 @@ func (s *server) serve(c net.Conn) error {
 		return err
 	}
 	sr := &stallReader{c: c, in: newGoneReader(plain, c), stall: s.cfg.StallTimeout}
-	sw := &stallWriter{c: c, stall: s.cfg.StallTimeout}
+	sw := &stallWriter{c: c, raw: sr.in.plainRaw(), stall: s.cfg.StallTimeout}
 	st := &connState{c: c, sr: sr, sw: sw, iov: make([]unix.Iovec, 0, maxIovecs), br: bufio.NewReaderSize(sr, s.cfg.ReadBuffer), bw: bufio.NewWriterSize(sw, 16<<10)}
 	peer, err := s.handshake(c, st.br)
 	s.handshakeOver(remoteHost(c))

@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"net"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +50,7 @@ const stallWriteChunk = 1 << 20
 // region would hang).
 type stallWriter struct {
 	c     net.Conn
+	raw   syscall.RawConn // the socket when c is one (not TLS): raw writes
 	stall time.Duration
 }
 
@@ -57,13 +59,37 @@ func (w *stallWriter) Write(p []byte) (int, error) {
 	for n < len(p) {
 		k := min(len(p)-n, stallWriteChunk)
 		w.c.SetWriteDeadline(time.Now().Add(w.stall))
-		m, err := w.c.Write(p[n : n+k])
+		m, err := w.write(p[n : n+k])
 		n += m
 		if err != nil {
 			return n, err
 		}
 	}
 	return n, nil
+}
+
+// write writes p whole (waiting in the netpoller for room, up to the write
+// deadline), with raw system calls on a plain socket (rawsys.go).
+func (w *stallWriter) write(p []byte) (int, error) {
+	if w.raw == nil {
+		return w.c.Write(p)
+	}
+	n := 0
+	var errno syscall.Errno
+	err := w.raw.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			var m int
+			if m, errno = rawWrite(int(fd), p[n:]); errno != 0 {
+				return errno != syscall.EAGAIN // EAGAIN: wait for room
+			}
+			n += m
+		}
+		return true
+	})
+	if err == nil && errno != 0 {
+		err = &net.OpError{Op: "write", Net: "tcp", Source: w.c.LocalAddr(), Addr: w.c.RemoteAddr(), Err: errno}
+	}
+	return n, err
 }
 
 // writeBuffers writes bufs with vectored I/O, under a write deadline
