@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"syscall"
 
 	"github.com/mori-go/mori-go/core"
 )
@@ -27,11 +28,13 @@ func errTLSPeer(addr string) error {
 			"has no TLS configured (configure a certificate, key and the same CA on both)", addr)
 }
 
-// isPlainPeer reports whether a TLS handshake error means the peer sent
-// something that is not TLS (a ZeroMQ greeting, for one).
+// isPlainPeer reports whether a TLS handshake error means the peer does
+// not speak TLS: it sent something that is not TLS (a ZeroMQ greeting), or
+// reset the connection on our ClientHello (a ZeroMQ control plane refuses
+// it as a ZMTP 1.0 opening, zmq.go; a TLS server answers with an alert).
 func isPlainPeer(err error) bool {
 	var rh tls.RecordHeaderError
-	return errors.As(err, &rh)
+	return errors.As(err, &rh) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // probeTLS tells a call over ZeroMQ that got no answer in time whether
