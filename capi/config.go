@@ -52,6 +52,9 @@ type tcpConfig struct {
 	Window         int   `json:"window"`
 	StallTimeoutMS int64 `json:"stall_timeout_ms"`
 	DialTimeoutMS  int64 `json:"dial_timeout_ms"`
+	// BusyPollUS: microseconds a waiting thread polls for its
+	// acknowledgement before sleeping (0: the default, 50; negative: never).
+	BusyPollUS int64 `json:"busy_poll_us"`
 	// Compression: off | s2 | zstd | auto; CompressElemSize: byte-plane
 	// shuffle element (2 for bf16/fp16, 0 none).
 	Compression      string `json:"compression"`
@@ -100,6 +103,7 @@ func (c *engineConfig) stackConfig() (stack.Config, error) {
 		Window:       c.TCP.Window,
 		StallTimeout: time.Duration(c.TCP.StallTimeoutMS) * time.Millisecond,
 		DialTimeout:  time.Duration(c.TCP.DialTimeoutMS) * time.Millisecond,
+		BusyPoll:     time.Duration(c.TCP.BusyPollUS) * time.Microsecond,
 
 		Compression:      c.TCP.Compression,
 		CompressElemSize: c.TCP.CompressElemSize,

@@ -34,6 +34,7 @@ class IOEngineConfig:
     log_level             MORI_GO_LOG_LEVEL               debug|info|warn|error
     transfer_timeout_ms   MORI_GO_TRANSFER_TIMEOUT_MS     per-transfer timeout
     tcp_streams           MORI_GO_TCP_STREAMS             TCP streams per peer
+    tcp_busy_poll_us      MORI_GO_TCP_BUSY_POLL_US        poll before sleeping
     gpu                   MORI_GO_GPU                     auto | off | lib path
     node_id               MORI_NODE_ID                    node identity
     handshake_timeout_ms  MORI_GO_HANDSHAKE_TIMEOUT_MS    peer handshake bound
@@ -44,6 +45,11 @@ class IOEngineConfig:
     compression           MORI_GO_COMPRESSION             off|s2|zstd|auto
     compress_elem_size    MORI_GO_COMPRESS_ELEM_SIZE      shuffle element (2)
     ===================== =============================== =====================
+
+    ``tcp_busy_poll_us`` is how long, in microseconds, a thread in
+    ``wait_all`` or ``Wait`` polls the TCP socket for its acknowledgement
+    before sleeping (default 50; negative: never): a small transfer then
+    wakes no idle core, for at most that much CPU per wait.
 
     ``compression`` compresses TCP writes to peers that have it on too (a
     peer with it off gets them uncompressed); ``auto`` compresses only
@@ -70,6 +76,7 @@ class IOEngineConfig:
         log_level: Optional[str] = None,
         transfer_timeout_ms: Optional[int] = None,
         tcp_streams: Optional[int] = None,
+        tcp_busy_poll_us: Optional[int] = None,
         gpu: Optional[str] = None,
         node_id: Optional[str] = None,
         handshake_timeout_ms: Optional[int] = None,
@@ -88,6 +95,7 @@ class IOEngineConfig:
         self.log_level = log_level
         self.transfer_timeout_ms = transfer_timeout_ms
         self.tcp_streams = tcp_streams
+        self.tcp_busy_poll_us = tcp_busy_poll_us
         self.gpu = gpu
         self.node_id = node_id
         self.handshake_timeout_ms = handshake_timeout_ms

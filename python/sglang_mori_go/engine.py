@@ -284,6 +284,9 @@ class IOEngine:
         streams = _pick(c.tcp_streams, _env_int("MORI_GO_TCP_STREAMS"))
         if streams is not None:
             tcp["streams"] = int(streams)
+        poll = _pick(getattr(c, "tcp_busy_poll_us", None), _env_int("MORI_GO_TCP_BUSY_POLL_US"))
+        if poll is not None:
+            tcp["busy_poll_us"] = int(poll)
         comp = _pick(getattr(c, "compression", None), _env("MORI_GO_COMPRESSION"))
         if comp is not None:
             m = str(comp).lower()

@@ -355,16 +355,17 @@ def test_config_json_takes_environment(monkeypatch):
     monkeypatch.setattr(eng, "_default_log_level", None)
     for k, v in {"MORI_GO_BACKEND": "TCP", "MORI_RDMA_DEVICES": "mlx5_0,mlx5_1", "MORI_GO_SECRET": "abc",
                  "MORI_GO_LOG_LEVEL": "INFO", "MORI_GO_TRANSFER_TIMEOUT_MS": "1234", "MORI_GO_TCP_STREAMS": "3",
-                 "MORI_GO_GPU": "off", "MORI_NODE_ID": "node-7"}.items():
+                 "MORI_GO_TCP_BUSY_POLL_US": "-1", "MORI_GO_GPU": "off", "MORI_NODE_ID": "node-7"}.items():
         monkeypatch.setenv(k, v)
     cfg = IOEngine._config_json("k", IOEngineConfig("10.0.0.1", 5555))
     assert cfg == {"key": "k", "host": "10.0.0.1", "port": 5555, "backend": "tcp", "rdma_devices": "mlx5_0,mlx5_1",
                    "secret": "abc", "gpu": "off", "node_id": "node-7", "log_level": "info",
-                   "transfer_timeout_ms": 1234, "tcp": {"streams": 3}}
-    cfg = IOEngine._config_json("k", IOEngineConfig(secret="x", tcp_streams=1, transfer_timeout_ms=9))
-    assert (cfg["secret"], cfg["tcp"], cfg["transfer_timeout_ms"]) == ("x", {"streams": 1}, 9)
+                   "transfer_timeout_ms": 1234, "tcp": {"streams": 3, "busy_poll_us": -1}}
+    cfg = IOEngine._config_json("k", IOEngineConfig(secret="x", tcp_streams=1, tcp_busy_poll_us=20, transfer_timeout_ms=9))
+    assert (cfg["secret"], cfg["tcp"], cfg["transfer_timeout_ms"]) == ("x", {"streams": 1, "busy_poll_us": 20}, 9)
     for k in ("MORI_GO_BACKEND", "MORI_RDMA_DEVICES", "MORI_GO_SECRET", "MORI_GO_LOG_LEVEL",
-              "MORI_GO_TRANSFER_TIMEOUT_MS", "MORI_GO_TCP_STREAMS", "MORI_GO_GPU", "MORI_NODE_ID"):
+              "MORI_GO_TRANSFER_TIMEOUT_MS", "MORI_GO_TCP_STREAMS", "MORI_GO_TCP_BUSY_POLL_US", "MORI_GO_GPU",
+              "MORI_NODE_ID"):
         monkeypatch.delenv(k)
     assert IOEngine._config_json("k", IOEngineConfig()) == {"key": "k", "host": "", "port": 0}
     # The node id reaches the descriptor; the engine works as a context manager.

@@ -185,6 +185,9 @@ func (s *stream) Drive(until time.Time) bool {
 // and serves the responses in it. The caller holds the read role.
 func (s *stream) driveOnce(until time.Time) error {
 	err := s.fillNow()
+	if err == unix.EAGAIN && s.p.b.cfg.BusyPoll > 0 {
+		err = s.pollForResponse(until) // busypoll.go
+	}
 	if err == unix.EAGAIN {
 		if !time.Now().Before(until) {
 			return nil
