@@ -28,7 +28,9 @@ type Config struct {
 	CopyBelow int
 	// InlineBelow: a frame of host memory up to this size, submitted to an
 	// idle stream, is written by the submitting goroutine rather than
-	// handed to the stream's writer (default 64 KiB; negative disables).
+	// handed to the stream's writer (default 512 KiB; negative disables).
+	// The write never waits for the socket: what it does not take goes to
+	// the writer (inline.go).
 	InlineBelow int
 	// BusyPoll is how long a thread waiting for its transfers polls the
 	// socket for their acknowledgement before sleeping (default 50 µs;
@@ -81,7 +83,7 @@ func (c *Config) fill() {
 	def(&c.CopyBelow, 512)
 	def(&c.Window, 8<<20)
 	if c.InlineBelow == 0 {
-		c.InlineBelow = 64 << 10
+		c.InlineBelow = 512 << 10
 	}
 	def(&c.ReadBuffer, 64<<10)
 	if c.BusyPoll == 0 {
