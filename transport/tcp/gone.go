@@ -30,7 +30,7 @@ var errInitiatorGone = core.Errorf(core.ErrConnection, "the initiator closed or 
 // What is left: bytes read from the socket while the connection was still
 // established are landed even when the reset arrives while they are being
 // copied, a window of the copy of one read (at most the read buffer, 64
-// KiB, or one read straight into the region). Over TLS the check comes
+// KiB, or one readv straight into the ranges: ReadVec). Over TLS the check comes
 // before each read, not after the wait for data: a read already waiting
 // takes in what arrived meanwhile (TLS records are read whole), so the
 // protection is partial there.
