@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"time"
 
@@ -54,6 +55,14 @@ func equal(a, b []byte) bool { return string(a) == string(b) }
 
 func (s *soak) worker(w int, stop <-chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
+	// Even workers wait as a C or Python caller of the library does: on
+	// their own OS thread, which reads its acknowledgements itself
+	// (core.Driver); odd ones as a Go caller, parked.
+	thread := w%2 == 0
+	if thread {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	r := rand.New(rand.NewPCG(*seed, uint64(w)))
 	base := uint64(w) * slot
 	for {
@@ -63,12 +72,12 @@ func (s *soak) worker(w int, stop <-chan struct{}, wg *sync.WaitGroup) {
 		default:
 		}
 		p := s.acquire(r)
-		s.oneBatch(r, p, base, w)
+		s.oneBatch(r, p, base, w, thread)
 		p.release()
 	}
 }
 
-func (s *soak) oneBatch(r *rand.Rand, p *peer, base uint64, w int) {
+func (s *soak) oneBatch(r *rand.Rand, p *peer, base uint64, w int, thread bool) {
 	kind := r.IntN(3) // 0: hub writes, 1: hub reads, 2: peer writes into the hub
 	lay := layout(r, base)
 	reqs := make([]engine.Request, len(lay))
@@ -95,7 +104,11 @@ func (s *soak) oneBatch(r *rand.Rand, p *peer, base uint64, w int) {
 		reqs[i] = engine.Request{Local: local, Remote: remote, Ranges: append([]core.Range(nil), rs...), UID: from.AllocateTransferUID()}
 	}
 	sts := from.Submit(op, reqs)
-	core.WaitAll(sts, *timeout+5*time.Second)
+	if thread {
+		core.WaitAllThread(sts, *timeout+5*time.Second)
+	} else {
+		core.WaitAll(sts, *timeout+5*time.Second)
+	}
 	p.mu.Lock()
 	abrupt := p.abrupt
 	p.mu.Unlock()

@@ -71,6 +71,9 @@ func (s *soak) report(closed sampleRow) bool {
 	last := s.samples[len(s.samples)-1]
 	fmt.Printf("\n%d transfers succeeded and were checked (%.1f GiB), %d failed as expected when their peer left, %d errors; %d peers created, %d departures\n",
 		last.ok, float64(last.bytes)/(1<<30), last.expected, last.errs, last.created, s.departures.Load())
+	if b, ok := s.hub.DataBackend().(interface{ ResponsesReadByWaiters() uint64 }); ok {
+		fmt.Printf("responses the hub's waiting threads read themselves: %d\n", b.ResponsesReadByWaiters())
+	}
 	fmt.Printf("after closing every engine: RSS %.1f MiB, live heap %.1f MiB, goroutines %d (%d at start), fds %d (%d at start)\n",
 		mib(closed.rss), mib(closed.liveHeap), closed.goroutines, s.base.goroutines, closed.fds, s.base.fds)
 	if last.errs > 0 {
