@@ -154,6 +154,9 @@ func TestDrivingThreadSeesTheStreamReset(t *testing.T) {
 	require.NoError(t, ini.b.AddPeer(target.desc()))
 	src := newGuarded(t, ini.reg, 4<<10)
 	dst := newGuarded(t, target.reg, 4<<10)
+	// The serving goroutine may still be landing when the initiator sees the
+	// reset: close the target (which waits for it) before dst is freed.
+	t.Cleanup(func() { target.b.Close() })
 	var st *core.Status
 	var code core.StatusCode
 	onThread(t, func() {
@@ -171,19 +174,11 @@ func TestDrivingThreadSeesTheStreamReset(t *testing.T) {
 func TestCloseEndsADrivingThreadsWait(t *testing.T) {
 	atLeastTwoProcs(t)
 	target := newNode(t, "drive-close-target", nil, nil)
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	target.b.srv.beforeLand = func() {
-		once.Do(func() {
-			close(held)
-			<-release
-		})
-	}
-	defer close(release)
 	ini := newNode(t, "drive-close-initiator", nil, nil)
 	require.NoError(t, ini.b.AddPeer(target.desc()))
 	src := newGuarded(t, ini.reg, 4<<10)
 	dst := newGuarded(t, target.reg, 4<<10)
+	held, _ := holdFirstLanding(t, target)
 	go func() {
 		<-held
 		time.Sleep(50 * time.Millisecond) // the initiator is waiting by now

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -276,4 +277,27 @@ func (p *rawPeer) requireClosed() {
 		p.t.Fatalf("the server did not close the connection within %s", ioDeadline)
 	}
 	// EOF (nil from io.Copy) or a reset both mean closed.
+}
+
+// holdFirstLanding holds the target's serving goroutine just before it
+// lands its first write, as a scheduler that left it behind would: held is
+// closed once it waits there, release lets it go on (once). The test's
+// cleanup releases it too and closes the target, which waits for the
+// goroutine: call this after allocating the memory it may land in, so that
+// the cleanup runs before that memory is freed.
+func holdFirstLanding(t testing.TB, target *node) (held <-chan struct{}, release func()) {
+	h, r := make(chan struct{}), make(chan struct{})
+	var once, released sync.Once
+	target.b.srv.beforeLand = func() {
+		once.Do(func() {
+			close(h)
+			<-r
+		})
+	}
+	release = func() { released.Do(func() { close(r) }) }
+	t.Cleanup(func() {
+		release()
+		target.b.Close()
+	})
+	return h, release
 }

@@ -2,7 +2,6 @@ package tcp
 
 import (
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,16 +22,9 @@ func TestWriteOfAResetInitiatorNeverLandsLate(t *testing.T) {
 	for _, size := range []int{4 << 10, 1 << 20} { // from the read buffer; straight from the socket
 		t.Run(byteSize(size), func(t *testing.T) {
 			target := newNode(t, "late-target", nil, nil)
-			held, release := make(chan struct{}), make(chan struct{})
-			var once sync.Once
-			target.b.srv.beforeLand = func() { // the first write only
-				once.Do(func() {
-					close(held)
-					<-release
-				})
-			}
 			g := newGuarded(t, target.reg, size)
 			g.fill(1)
+			held, release := holdFirstLanding(t, target) // the first write only
 			before := g.snapshot()
 
 			p := handshake(t, target, "late-initiator")
@@ -52,7 +44,7 @@ func TestWriteOfAResetInitiatorNeverLandsLate(t *testing.T) {
 			tc := p.c.(*net.TCPConn)
 			require.NoError(t, tc.SetLinger(0))
 			require.NoError(t, tc.Close()) // the initiator gives up: reset
-			close(release)
+			release()
 
 			require.Eventually(t, func() bool {
 				_, ok := target.inbound.Pop(core.InboundKey{Peer: "late-initiator", UID: 9})
@@ -90,22 +82,12 @@ func TestSubmitDoesNotWaitForAFullSocket(t *testing.T) {
 func testSubmitDoesNotWait(t *testing.T, batched bool) {
 	const n, size = 64, 64 << 10 // 4 MiB: far more than the buffers of a stream nobody reads
 	target := newNode(t, "full-target", nil, nil)
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	target.b.srv.beforeLand = func() {
-		once.Do(func() {
-			close(held)
-			<-release
-		})
-	}
-	var released sync.Once
-	unhold := func() { released.Do(func() { close(release) }) }
-	t.Cleanup(unhold)
 	ini := newNode(t, "full-initiator", nil, func(c *Config) { c.Streams = 1 })
 	require.NoError(t, ini.b.AddPeer(target.desc()))
 	dst := newGuarded(t, target.reg, n*size)
 	src := newGuarded(t, ini.reg, n*size)
 	src.fill(7)
+	held, unhold := holdFirstLanding(t, target)
 
 	sts := make([]*core.Status, n)
 	ts := make([]*core.Transfer, n)
