@@ -139,7 +139,7 @@ func TestDrivingThreadSeesTheStreamReset(t *testing.T) {
 	atLeastTwoProcs(t)
 	target := newNode(t, "drive-reset-target", nil, nil)
 	var once sync.Once
-	target.b.srv.beforeLand = func() {
+	hook := func() {
 		once.Do(func() {
 			time.Sleep(50 * time.Millisecond) // the initiator is waiting by now
 			target.b.srv.mu.Lock()
@@ -150,6 +150,7 @@ func TestDrivingThreadSeesTheStreamReset(t *testing.T) {
 			target.b.srv.mu.Unlock()
 		})
 	}
+	target.b.srv.beforeLand.Store(&hook)
 	ini := newNode(t, "drive-reset-initiator", nil, nil)
 	require.NoError(t, ini.b.AddPeer(target.desc()))
 	src := newGuarded(t, ini.reg, 4<<10)
@@ -174,11 +175,11 @@ func TestDrivingThreadSeesTheStreamReset(t *testing.T) {
 func TestCloseEndsADrivingThreadsWait(t *testing.T) {
 	atLeastTwoProcs(t)
 	target := newNode(t, "drive-close-target", nil, nil)
+	dst := newGuarded(t, target.reg, 4<<10)
+	held, _ := holdFirstLanding(t, target)
 	ini := newNode(t, "drive-close-initiator", nil, nil)
 	require.NoError(t, ini.b.AddPeer(target.desc()))
 	src := newGuarded(t, ini.reg, 4<<10)
-	dst := newGuarded(t, target.reg, 4<<10)
-	held, _ := holdFirstLanding(t, target)
 	go func() {
 		<-held
 		time.Sleep(50 * time.Millisecond) // the initiator is waiting by now

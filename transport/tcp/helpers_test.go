@@ -288,12 +288,13 @@ func (p *rawPeer) requireClosed() {
 func holdFirstLanding(t testing.TB, target *node) (held <-chan struct{}, release func()) {
 	h, r := make(chan struct{}), make(chan struct{})
 	var once, released sync.Once
-	target.b.srv.beforeLand = func() {
+	hook := func() {
 		once.Do(func() {
 			close(h)
 			<-r
 		})
 	}
+	target.b.srv.beforeLand.Store(&hook)
 	release = func() { released.Do(func() { close(r) }) }
 	t.Cleanup(func() {
 		release()

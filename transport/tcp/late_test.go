@@ -82,12 +82,12 @@ func TestSubmitDoesNotWaitForAFullSocket(t *testing.T) {
 func testSubmitDoesNotWait(t *testing.T, batched bool) {
 	const n, size = 64, 64 << 10 // 4 MiB: far more than the buffers of a stream nobody reads
 	target := newNode(t, "full-target", nil, nil)
+	dst := newGuarded(t, target.reg, n*size)
+	held, unhold := holdFirstLanding(t, target)
 	ini := newNode(t, "full-initiator", nil, func(c *Config) { c.Streams = 1 })
 	require.NoError(t, ini.b.AddPeer(target.desc()))
-	dst := newGuarded(t, target.reg, n*size)
 	src := newGuarded(t, ini.reg, n*size)
 	src.fill(7)
-	held, unhold := holdFirstLanding(t, target)
 
 	sts := make([]*core.Status, n)
 	ts := make([]*core.Transfer, n)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,10 +30,10 @@ type server struct {
 	live    map[string]int // authenticated streams per initiator key
 	pending map[string]int // connections in the handshake, per remote IP
 	closed  bool
-	// beforeLand, set by tests before the first stream, runs when a
-	// write's payload is about to land: a serving goroutine held there is
-	// one the scheduler left behind.
-	beforeLand func()
+	// beforeLand, set by tests, runs when a write's payload is about to
+	// land: a serving goroutine held there is one the scheduler left
+	// behind. Atomic, so that a test may set it while streams are served.
+	beforeLand atomic.Pointer[func()]
 }
 
 func newServer(cfg *Config, env core.BackendEnv, comp *compression) (*server, error) {
@@ -331,8 +332,8 @@ func (s *server) check(h *reqHeader, ranges []core.Range) (*core.Region, error) 
 // as deviceErr once the rest of the payload has been drained (the stream stays
 // in step, the frame is refused); streamErr is a broken stream.
 func (s *server) receive(st *connState, r *core.Region, ranges []core.Range, payload uint64) (deviceErr, streamErr error) {
-	if s.beforeLand != nil {
-		s.beforeLand()
+	if hook := s.beforeLand.Load(); hook != nil {
+		(*hook)()
 	}
 	if st.sr.in.gone() {
 		return nil, errInitiatorGone
