@@ -46,6 +46,14 @@ func driven(d *fakeDriver) *Status {
 	return st
 }
 
+// finishLater ends st with code after d, from another goroutine.
+func finishLater(st *Status, d time.Duration, code StatusCode, msg string) {
+	go func() {
+		time.Sleep(d)
+		st.Finish(code, msg)
+	}()
+}
+
 // A thread blocking with BlockThread needs GOMAXPROCS >= 2 (one processor
 // stays free): these tests set it.
 func atLeastTwoProcs(t *testing.T) {
@@ -72,32 +80,37 @@ func TestWaitingThreadDrivesItsTransfer(t *testing.T) {
 	require.EqualValues(t, 1, d2.calls.Load())
 }
 
-// A driving thread still sees an end that comes from elsewhere (a timeout,
-// a failure on another stream): it looks at its statuses between drives.
-func TestDrivingThreadSeesEndsFromElsewhere(t *testing.T) {
+// A status that ends elsewhere (a timeout, a failure on another stream)
+// ends every kind of wait: a thread driving looks at its statuses between
+// drives; a thread whose driver cannot drive now (another reader) sleeps
+// until woken; a goroutine parks and never drives (only a thread that owns
+// its OS thread does).
+func TestEndsFromElsewhereEndEveryWait(t *testing.T) {
 	atLeastTwoProcs(t)
-	d := &fakeDriver{endAt: -1}
-	st := driven(d)
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		st.Finish(ErrTimeout, "timed out")
-	}()
-	require.Equal(t, ErrTimeout, within(t, 10*time.Second, func() StatusCode { return st.WaitThread(-1) }))
-	require.Positive(t, d.calls.Load())
-}
-
-// A driver that cannot drive now (another reader) leaves the thread to
-// sleep until the status ends.
-func TestBusyDriverLeavesTheThreadAsleep(t *testing.T) {
-	atLeastTwoProcs(t)
-	d := &fakeDriver{busy: true}
-	st := driven(d)
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		st.Finish(StatusSuccess, "")
-	}()
-	require.Equal(t, StatusSuccess, within(t, 10*time.Second, func() StatusCode { return st.WaitThread(-1) }))
-	require.Zero(t, d.calls.Load())
+	for _, c := range []struct {
+		name   string
+		busy   bool
+		thread bool
+		drives bool
+	}{
+		{"driving thread", false, true, true},
+		{"busy driver", true, true, false},
+		{"parked goroutine", false, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := &fakeDriver{endAt: -1, busy: c.busy}
+			st := driven(d)
+			finishLater(st, 20*time.Millisecond, ErrTimeout, "timed out")
+			got := within(t, 10*time.Second, func() StatusCode {
+				if c.thread {
+					return st.WaitThread(-1)
+				}
+				return st.Wait(-1)
+			})
+			require.Equal(t, ErrTimeout, got)
+			require.Equal(t, c.drives, d.calls.Load() > 0, "drove: %d calls", d.calls.Load())
+		})
+	}
 }
 
 // A wait with a timeout never drives past it, and reports IN_PROGRESS.
@@ -111,18 +124,6 @@ func TestDrivingRespectsTheWaitTimeout(t *testing.T) {
 	last := d.lastUtil
 	d.mu.Unlock()
 	require.False(t, last.After(start.Add(30*time.Millisecond+time.Millisecond)), "drove until %s past the wait's end", last.Sub(start))
-}
-
-// Only a thread that owns its OS thread drives; a goroutine parks.
-func TestParkedWaitersDoNotDrive(t *testing.T) {
-	d := &fakeDriver{endAt: -1}
-	st := driven(d)
-	go func() {
-		time.Sleep(10 * time.Millisecond)
-		st.Finish(StatusSuccess, "")
-	}()
-	require.Equal(t, StatusSuccess, within(t, 10*time.Second, func() StatusCode { return st.Wait(-1) }))
-	require.Zero(t, d.calls.Load())
 }
 
 // A transfer given two drivers has none, and a wait over statuses of

@@ -19,46 +19,33 @@ import (
 // netpoller (RawConn.Read and Write) or to poll(2) (drive.go).
 
 // rawRead is read(2) of a non-blocking socket.
-func rawRead(fd int, p []byte) (int, syscall.Errno) {
-	if len(p) == 0 {
-		return 0, 0
-	}
-	for {
-		n, _, e := syscall.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if e != syscall.EINTR {
-			if e != 0 {
-				return 0, e
-			}
-			return int(n), 0
-		}
-	}
-}
+func rawRead(fd int, p []byte) (int, syscall.Errno) { return rawIO(unix.SYS_READ, fd, p) }
 
 // rawWrite is write(2) to a non-blocking socket.
-func rawWrite(fd int, p []byte) (int, syscall.Errno) {
+func rawWrite(fd int, p []byte) (int, syscall.Errno) { return rawIO(unix.SYS_WRITE, fd, p) }
+
+// rawIO is read(2) or write(2) (trap) of p.
+func rawIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
-	for {
-		n, _, e := syscall.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if e != syscall.EINTR {
-			if e != 0 {
-				return 0, e
-			}
-			return int(n), 0
-		}
-	}
+	return rawCall(trap, fd, unsafe.Pointer(&p[0]), len(p))
 }
 
 // rawVec is readv(2) or writev(2) (trap) of a non-blocking socket.
 func rawVec(trap uintptr, fd int, iov []unix.Iovec) (int, syscall.Errno) {
+	return rawCall(trap, fd, unsafe.Pointer(&iov[0]), len(iov))
+}
+
+// rawCall is the raw system call trap(fd, p, n), retried on EINTR.
+func rawCall(trap uintptr, fd int, p unsafe.Pointer, n int) (int, syscall.Errno) {
 	for {
-		n, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		r, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(p), uintptr(n))
 		if e != syscall.EINTR {
 			if e != 0 {
 				return 0, e
 			}
-			return int(n), 0
+			return int(r), 0
 		}
 	}
 }
