@@ -144,3 +144,28 @@ def test_status_handles_are_released(pair):
     finally:
         a.deregister_memory(ms)
         b.deregister_memory(md)
+
+
+def test_waiting_thread_reads_its_own_acknowledgements(pair):
+    """A thread in Wait / wait_all reads its transfers' acknowledgements from
+    the socket itself (no reader goroutine in between); stats() counts
+    them, and the bytes arrive intact either way."""
+    a, b = pair
+    n = 4096
+    payload = os.urandom(n)
+    src, dst = Buffer(n, payload), Buffer(n)
+    ms, md = src.register(a), dst.register(b)
+    try:
+        before = a.stats()["responses_read_by_waiters"]
+        for i in range(50):
+            st = a.write(ms, 0, md, 0, n, a.allocate_transfer_uid())
+            if i % 2:
+                assert st.Wait() == StatusCode.SUCCESS, st.Message()
+            else:
+                assert a.wait_all([st]) == StatusCode.SUCCESS, st.Message()
+        assert dst.bytes() == payload
+        assert a.stats()["responses_read_by_waiters"] > before
+        assert b.stats()["responses_read_by_waiters"] == 0  # b only served
+    finally:
+        a.deregister_memory(ms)
+        b.deregister_memory(md)
