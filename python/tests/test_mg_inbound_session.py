@@ -146,10 +146,15 @@ def test_status_handles_are_released(pair):
         b.deregister_memory(md)
 
 
-def test_waiting_thread_reads_its_own_acknowledgements(pair):
-    """A thread in Wait / wait_all reads its transfers' acknowledgements from
-    the socket itself (no reader goroutine in between); stats() counts
-    them, and the bytes arrive intact either way."""
+def test_waits_count_the_acknowledgements_they_read(pair):
+    """Wait and wait_all, each of which may read its transfer's
+    acknowledgement itself (stats() counts those in
+    responses_read_by_waiters) or find it read by the engine: the bytes
+    arrive intact either way and the count never goes back. Whether a wait
+    reads its acknowledgement itself depends on timing and on the threads
+    blocked in other waits (at most GOMAXPROCS-1 do), so that it does is
+    asserted in Go (transport/tcp TestWaitingThreadsReadTheirOwnResponses),
+    not here."""
     a, b = pair
     n = 4096
     payload = os.urandom(n)
@@ -164,7 +169,8 @@ def test_waiting_thread_reads_its_own_acknowledgements(pair):
             else:
                 assert a.wait_all([st]) == StatusCode.SUCCESS, st.Message()
         assert dst.bytes() == payload
-        assert a.stats()["responses_read_by_waiters"] > before
+        after = a.stats()["responses_read_by_waiters"]
+        assert isinstance(after, int) and after >= before
         assert b.stats()["responses_read_by_waiters"] == 0  # b only served
     finally:
         a.deregister_memory(ms)
