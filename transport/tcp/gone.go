@@ -38,8 +38,6 @@ type goneReader struct {
 	raw syscall.RawConn // the TCP socket; nil: not a socket (no check)
 	c   net.Conn        // what is read: the socket, or TLS over it
 	tls bool            // c is a layer over the socket
-	// goneSeen: ReadVec's check found the initiator gone.
-	goneSeen bool
 }
 
 // newGoneReader reads c, which is plain or a layer (TLS) over plain.
@@ -64,11 +62,35 @@ func (r *goneReader) Read(p []byte) (int, error) {
 		}
 		return r.c.Read(p)
 	}
+	return r.readSocket(p, nil)
+}
+
+// ReadVec reads into bufs in order (a readv(2) of up to maxIovecs of them,
+// iov its scratch), with the check of Read after the read. Over TLS, or on
+// what is not a socket, it is a Read into the first buffer.
+func (r *goneReader) ReadVec(bufs [][]byte, iov []unix.Iovec) (int, error) {
+	if r.raw == nil || r.tls || len(bufs) == 1 {
+		return r.Read(bufs[0])
+	}
+	iov = appendIovecs(iov[:0], bufs)
+	n, err := r.readSocket(nil, iov)
+	clear(iov) // no pointers into the region kept past the call
+	return n, err
+}
+
+// readSocket reads the plain socket into p, or with readv(2) into iov when
+// iov is not empty, waiting in the netpoller while it has nothing, and
+// asks after a read whether the initiator is still there.
+func (r *goneReader) readSocket(p []byte, iov []unix.Iovec) (int, error) {
 	var n int
 	var err error
 	rerr := r.raw.Read(func(fd uintptr) bool {
 		var errno syscall.Errno
-		n, errno = rawRead(int(fd), p)
+		if len(iov) > 0 {
+			n, errno = rawVec(unix.SYS_READV, int(fd), iov)
+		} else {
+			n, errno = rawRead(int(fd), p)
+		}
 		err = nil
 		if errno != 0 {
 			err = errno
@@ -86,47 +108,6 @@ func (r *goneReader) Read(p []byte) (int, error) {
 		return 0, rerr
 	case err != nil:
 		return 0, &net.OpError{Op: "read", Net: "tcp", Source: r.c.LocalAddr(), Addr: r.c.RemoteAddr(), Err: err}
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
-}
-
-// ReadVec reads into bufs in order (a readv(2) of up to maxIovecs of them),
-// with the check of Read after the read. Over TLS, or on what is not a
-// socket, it is a Read into the first buffer.
-func (r *goneReader) ReadVec(bufs [][]byte, iov []unix.Iovec) (int, error) {
-	if r.raw == nil || r.tls || len(bufs) == 1 {
-		return r.Read(bufs[0])
-	}
-	iov = iov[:0]
-	for _, b := range bufs[:min(len(bufs), maxIovecs)] {
-		v := unix.Iovec{Base: &b[0]}
-		v.SetLen(len(b))
-		iov = append(iov, v)
-	}
-	var n int
-	var errno syscall.Errno
-	rerr := r.raw.Read(func(fd uintptr) bool {
-		n, errno = rawVec(unix.SYS_READV, int(fd), iov)
-		if errno == syscall.EAGAIN {
-			return false // wait until readable (or the read deadline)
-		}
-		if errno == 0 && n > 0 && initiatorGone(int(fd)) {
-			n, errno = 0, 0
-			r.goneSeen = true
-		}
-		return true
-	})
-	clear(iov) // no pointers into the region kept past the call
-	switch {
-	case rerr != nil:
-		return 0, rerr
-	case r.goneSeen:
-		r.goneSeen = false
-		return 0, errInitiatorGone
-	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: r.c.LocalAddr(), Addr: r.c.RemoteAddr(), Err: errno}
 	case n == 0:
 		return 0, io.EOF
 	}

@@ -75,15 +75,7 @@ func (s *stream) writeNow(bufs net.Buffers) (net.Buffers, error) {
 
 // writev is one writev(2) of up to maxIovecs of bufs.
 func (s *stream) writev(fd uintptr, bufs net.Buffers) (int, syscall.Errno) {
-	iov := s.iovecs[:0]
-	for _, b := range bufs[:min(len(bufs), maxIovecs)] {
-		v := unix.Iovec{}
-		if len(b) > 0 {
-			v.Base = &b[0]
-			v.SetLen(len(b))
-		}
-		iov = append(iov, v)
-	}
+	iov := appendIovecs(s.iovecs[:0], bufs)
 	s.iovecs = iov
 	n, errno := rawVec(unix.SYS_WRITEV, int(fd), iov) // non-blocking: rawsys.go
 	clear(iov)                                        // no pointers into frames kept past the call

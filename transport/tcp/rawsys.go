@@ -37,6 +37,20 @@ func rawVec(trap uintptr, fd int, iov []unix.Iovec) (int, syscall.Errno) {
 	return rawCall(trap, fd, unsafe.Pointer(&iov[0]), len(iov))
 }
 
+// appendIovecs appends to iov the iovecs of up to maxIovecs (IOV_MAX) of
+// bufs, for rawVec.
+func appendIovecs(iov []unix.Iovec, bufs [][]byte) []unix.Iovec {
+	for _, b := range bufs[:min(len(bufs), maxIovecs)] {
+		v := unix.Iovec{}
+		if len(b) > 0 {
+			v.Base = &b[0]
+			v.SetLen(len(b))
+		}
+		iov = append(iov, v)
+	}
+	return iov
+}
+
 // rawCall is the raw system call trap(fd, p, n), retried on EINTR.
 func rawCall(trap uintptr, fd int, p unsafe.Pointer, n int) (int, syscall.Errno) {
 	for {
