@@ -12,8 +12,10 @@
  *
  *   targets print   "info TOKEN" once ready, then answer
  *                   "clear LAYOUT PEER" / "check LAYOUT PEER" / "quit"
- *   initiators take "connect N TOKEN..." / "layout PATH" / "run N" / "quit";
- *                   "run" answers "ok SECONDS..." (one per batch) or "err MSG".
+ *   initiators take "connect N TOKEN..." / "layout PATH" / "run N [GAP_US]" / "quit";
+ *                   "run" answers "ok SECONDS..." (one per batch) or "err MSG";
+ *                   GAP_US: microseconds spun before each batch, outside its time
+ *                   (a caller's own work between transfers).
  *
  * A layout file (written by run.py) is "MGBL", u32 peers, then per peer a u64
  * count and count triples (u64 local offset, remote offset, size). Sources
@@ -75,10 +77,22 @@ static void die(const char *fmt, ...) {
   exit(1);
 }
 
+static int gap; /* "run N GAP_US" */
+
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* spin_us: the caller's own work between two batches, spun (not slept, so
+ * that the core stays as busy as a caller's would) before a batch's clock
+ * starts ("run N GAP_US"). */
+static void spin_us(int us) {
+  if (us <= 0) return;
+  double end = now() + us * 1e-6;
+  while (now() < end) {
+  }
 }
 
 static uint8_t *alloc_mem(size_t n) {
@@ -244,9 +258,10 @@ static int role_memcpy(size_t ssize, char *dsizes) {
         reply("err bad layout");
       else
         reply("ok");
-    } else if (sscanf(line, "run %d", &n) == 1) {
+    } else if ((gap = 0, sscanf(line, "run %d %d", &n, &gap)) >= 1) {
       double *lat = malloc(n * sizeof(double));
       for (int it = 0; it < n; it++) {
+        spin_us(gap);
         double t0 = now();
         for (int p = 0; p < l.npeers; p++)
           for (size_t i = 0; i < l.count[p]; i++) memcpy(dst[p] + l.r[p][i].ro, src + l.r[p][i].lo, l.r[p][i].sz);
@@ -548,7 +563,7 @@ static int role_raw_init(size_t ssize, int conns) {
         reply("err bad layout");
       else
         reply("ok");
-    } else if (sscanf(line, "run %d", &n) == 1) {
+    } else if ((gap = 0, sscanf(line, "run %d %d", &n, &gap)) >= 1) {
       double *lat = malloc(n * sizeof(double));
       int err = 0;
       /* One busy connection: the calling thread sends itself (no wake-ups). */
@@ -556,6 +571,7 @@ static int role_raw_init(size_t ssize, int conns) {
       for (int i = 0; i < nrconn; i++)
         if (rconns[i].n > 0) busy++, only = i;
       for (int it = 0; it < n && !err; it++) {
+        spin_us(gap);
         double t0 = now();
         if (busy == 1) {
           rconn_t *c = &rconns[only];
@@ -711,12 +727,13 @@ static int role_mg_init(size_t ssize, int streams) {
         for (size_t i = 0; i < l.count[p]; i++) lo[p][i] = l.r[p][i].lo, ro[p][i] = l.r[p][i].ro, sz[p][i] = l.r[p][i].sz;
       }
       reply("ok");
-    } else if (sscanf(line, "run %d", &n) == 1) {
+    } else if ((gap = 0, sscanf(line, "run %d %d", &n, &gap)) >= 1) {
       double *lat = malloc(n * sizeof(double));
       char err[512] = "";
       for (int it = 0; it < n && !err[0]; it++) {
         mg_transfer_t x[MAXPEERS];
         mg_status_t st[MAXPEERS];
+        spin_us(gap);
         double t0 = now();
         for (int p = 0; p < l.npeers; p++) {
           uint64_t uid;

@@ -275,9 +275,19 @@ def measure(insts: List[Instance], wl: W.Workload, args, tmpdir: str, bar=None) 
     per = {}
     slice_t = args.cell_time / args.rounds
 
-    def run(i: Instance, n: int, est: float) -> List[float]:
-        r = i.init.call(f"run {n}", timeout=max(60.0, 30 * n * est))
-        return [float(x) for x in r.split()[1:]]
+    gap = getattr(args, "gap_us", 0) or 0
+    cpu: Dict[str, List[float]] = {i.name: [0.0, 0.0, 0] for i in live}  # init s, targets s, batches
+
+    def run(i: Instance, n: int, est: float, count: bool = False) -> List[float]:
+        procs = [i.init] + i.targets[: len(wl.peers)]
+        before = [cpu_seconds(p.p.pid) for p in procs] if count else None
+        r = i.init.call(f"run {n} {gap}" if gap else f"run {n}", timeout=max(60.0, 30 * n * (est + gap * 1e-6)))
+        lat = [float(x) for x in r.split()[1:]]
+        if before is not None:
+            used = [cpu_seconds(p.p.pid) - b for p, b in zip(procs, before)]
+            c = cpu[i.name]
+            c[0], c[1], c[2] = c[0] + used[0], c[1] + sum(used[1:]), c[2] + len(lat)
+        return lat
 
     for i in live:  # set up and warm up, one at a time
         for j in live:
@@ -289,7 +299,7 @@ def measure(insts: List[Instance], wl: W.Workload, args, tmpdir: str, bar=None) 
             i.init.call(f"layout {path}", 120)
             w = run(i, 2, 10.0)
             est = max(min(w), 1e-6)
-            per[i.name] = (max(1, min(args.max_batches, int(slice_t / est))), est)
+            per[i.name] = (max(1, min(args.max_batches, int(slice_t / (est + gap * 1e-6)))), est)
         except Exception as e:
             err[i.name] = f"{e}"
     for r in range(args.rounds):
@@ -303,7 +313,7 @@ def measure(insts: List[Instance], wl: W.Workload, args, tmpdir: str, bar=None) 
             i.thaw()
             n, est = per[i.name]
             try:
-                lat[i.name] += run(i, n, est)
+                lat[i.name] += run(i, n, est, count=True)
             except Exception as e:
                 err[i.name] = f"{e}"
         if bar is not None:
@@ -330,6 +340,14 @@ def measure(insts: List[Instance], wl: W.Workload, args, tmpdir: str, bar=None) 
             p50, p99 = float(np.percentile(x, 50)), float(np.percentile(x, 99))
             rec.update(n=len(x), p50=p50, p99=p99, mean=float(x.mean()), gbps=wl.nbytes / p50 / 1e9,
                        rps=wl.nranges / p50)
+            ci, ct, nb = cpu[i.name]
+            if nb and ci >= 0 and ct >= 0:
+                # CPU time of the initiator and target processes per batch
+                # (all their threads, kernel time included; 10 ms ticks).
+                # The spin of --gap-us is the initiator's CPU too: not counted.
+                rec.update(cpu_init=max(0.0, ci / nb - gap * 1e-6), cpu_target=ct / nb)
+            if gap:
+                rec["gap_us"] = gap
         out.append(rec)
     for i in live:
         i.freeze()
@@ -339,6 +357,17 @@ def measure(insts: List[Instance], wl: W.Workload, args, tmpdir: str, bar=None) 
                             ranges=wl.nranges, bytes=wl.nbytes, peers=len(wl.peers), range_size=wl.range_size,
                             error=f"not running: {i.error or 'stopped'}"))
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process pid so far, all threads (-1e9
+    when it cannot be read, which makes the difference negative)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return -1e9
 
 
 # -- machine ------------------------------------------------------------------
@@ -735,7 +764,9 @@ def write_page(path: str, imgdir: str, results: List[dict], meta: dict, failures
     L.append("- Figures: GB/s = batch bytes / median batch latency (1 GB = 10^9 B); ranges/s = ranges / median "
              "latency; p50 and p99 batch latency. `x raw` and `x Mooncake` are throughput ratios (p50) against "
              "those systems in the same run and, in the connections section, at the same connection count; "
-             "`p99 x` is the other system's p99 over this one's (above 1: better tail).")
+             "`p99 x` is the other system's p99 over this one's (above 1: better tail). The results file also "
+             "holds each cell's CPU time per batch of the initiator and target processes (`cpu_init`, "
+             "`cpu_target`: user + system time of all threads from /proc around the timed batches).")
     L.append("- Checked: after each workload every target verifies 8 of the ranges it received (first, last, "
              "evenly spaced ones), every byte, against the source pattern; a mismatch fails the cell.")
     L.append("")
@@ -828,14 +859,16 @@ def _kept_tail(path: str) -> str:
 
 def print_table(results: List[dict]) -> None:
     idx = index(results)
-    log(f"{'workload':<44} {'system':<24} {'GB/s':>8} {'ranges/s':>10} {'p50':>10} {'p99':>10} {'x raw':>7} {'x MC':>7}")
+    log(f"{'workload':<44} {'system':<24} {'GB/s':>8} {'ranges/s':>10} {'p50':>10} {'p99':>10} {'x raw':>7} {'x MC':>7}"
+        f" {'CPU/batch init+target':>22}")
     for r in results:
         if "error" in r:
             log(f"{r['workload'][:44]:<44} {r['name']:<24} FAILED: {r['error'][:200]}")
             continue
+        c = f"{fmt_t(r['cpu_init'])} + {fmt_t(r['cpu_target'])}" if "cpu_init" in r else "-"
         log(f"{r['workload'][:44]:<44} {r['name']:<24} {r['gbps']:8.3f} {fmt_rate(r['rps']):>10} "
             f"{fmt_t(r['p50']):>10} {fmt_t(r['p99']):>10} {fmt_x(ratio(idx, r, 'raw')):>7} "
-            f"{fmt_x(ratio(idx, r, 'mooncake')):>7}")
+            f"{fmt_x(ratio(idx, r, 'mooncake')):>7} {c:>22}")
 
 
 # -- main ---------------------------------------------------------------------
@@ -851,6 +884,8 @@ def main() -> int:
     ap.add_argument("--cell-time", type=float, default=None, help="seconds of timed batches per system per workload")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per workload")
     ap.add_argument("--max-batches", type=int, default=2000, help="most batches per system per round")
+    ap.add_argument("--gap-us", type=int, default=0, help="microseconds each initiator spins before each batch, "
+                    "outside its time (a caller's own work between transfers; default 0: back to back)")
     ap.add_argument("--cbench", default=os.path.join(ROOT, "build", "bench", "cbench"))
     ap.add_argument("--doc", default=None, help="page to write (default docs/benchmarks.md, on full runs only: "
                     "not with --smoke, --only or --systems)")

@@ -155,6 +155,15 @@ class Initiator:
     def __init__(self, size: int, conns: int) -> None:
         self.m, self.src, self.addr = alloc(size, True)
         self.conns = conns
+        self.gap = 0.0  # seconds spun before each batch ("run N GAP_US")
+
+    def spin(self) -> None:
+        """The caller's own work between two batches ("run N GAP_US"), spun
+        before the batch's clock starts."""
+        if self.gap:
+            end = time.perf_counter() + self.gap
+            while time.perf_counter() < end:
+                pass
 
     def serve(self) -> None:
         for line in sys.stdin:
@@ -169,6 +178,7 @@ class Initiator:
                     self.layout(load_layout(parts[1]))
                     reply("ok")
                 elif parts[0] == "run":
+                    self.gap = int(parts[2]) * 1e-6 if len(parts) > 2 else 0.0
                     lat = self.run(int(parts[1]))
                     reply("ok " + " ".join(f"{x:.9f}" for x in lat))
                 elif parts[0] == "quit":
@@ -222,6 +232,7 @@ class MoriInit(Initiator):
         eng, lat, pc = self.eng, [], time.perf_counter
         np_ = len(self.los)
         for _ in range(n):
+            self.spin()
             t0 = pc()
             uids = [eng.allocate_transfer_uid() for _ in range(np_)]
             sts = eng.batch_write(self.lmds, self.los, self.prmds, self.ros, self.szs, uids)
@@ -259,6 +270,7 @@ class MooncakeInit(Initiator):
     def run(self, n: int) -> list:
         te, lat, pc = self.te, [], time.perf_counter
         for _ in range(n):
+            self.spin()
             t0 = pc()
             if len(self.args) == 1:
                 r = te.batch_transfer_sync_write(*self.args[0])
@@ -297,6 +309,7 @@ class NixlInit(Initiator):
     def run(self, n: int) -> list:
         ag, lat, pc = self.ag, [], time.perf_counter
         for _ in range(n):
+            self.spin()
             t0 = pc()
             hs = [ag.initialize_xfer("WRITE", ld, rd, name) for ld, rd, name in self.args]
             pending = []
