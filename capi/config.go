@@ -55,6 +55,9 @@ type tcpConfig struct {
 	// BusyPollUS: microseconds a waiting thread polls for its
 	// acknowledgement before sleeping (0: the default, 50; negative: never).
 	BusyPollUS int64 `json:"busy_poll_us"`
+	// Congestion: the streams' TCP congestion control ("cubic", "reno",
+	// ...); empty: the system's.
+	Congestion string `json:"congestion"`
 	// Compression: off | s2 | zstd | auto; CompressElemSize: byte-plane
 	// shuffle element (2 for bf16/fp16, 0 none).
 	Compression      string `json:"compression"`
@@ -104,6 +107,7 @@ func (c *engineConfig) stackConfig() (stack.Config, error) {
 		StallTimeout: time.Duration(c.TCP.StallTimeoutMS) * time.Millisecond,
 		DialTimeout:  time.Duration(c.TCP.DialTimeoutMS) * time.Millisecond,
 		BusyPoll:     time.Duration(c.TCP.BusyPollUS) * time.Microsecond,
+		Congestion:   c.TCP.Congestion,
 
 		Compression:      c.TCP.Compression,
 		CompressElemSize: c.TCP.CompressElemSize,

@@ -84,13 +84,16 @@ const char *mg_last_error(void);
  * "10.0.0.1", "port": 0, "secret": "", "backend": "auto|tcp|rdma",
  * "transfer_timeout_ms": 60000, "log_level": "warn", "tcp": {"streams": 4,
  * "chunk_size": 1048576, "compression": "off|s2|zstd|auto",
- * "compress_elem_size": 0, "busy_poll_us": 50}, "rdma_devices": "", "tls":
- * {"cert": "engine.crt", "key": "engine.key", "ca": "ca.crt"}}. Only "key" is
- * required; "tls" (PEM files, all three) turns on TLS 1.3 on the control and
- * data planes (docs/security.md); "busy_poll_us" is how long a thread in
- * mg_wait_all or mg_status_wait polls the TCP socket for its acknowledgement
- * before sleeping (0: the default, 50; negative: never; docs/benchmarks.md);
- * compression of TCP writes is described in docs/compression.md. */
+ * "compress_elem_size": 0, "busy_poll_us": 50, "congestion": ""},
+ * "rdma_devices": "", "tls": {"cert": "engine.crt", "key": "engine.key", "ca":
+ * "ca.crt"}}. Only "key" is required; "tls" (PEM files, all three) turns on
+ * TLS 1.3 on the control and data planes (docs/security.md); "busy_poll_us"
+ * is how long a thread in mg_wait_all or mg_status_wait polls the TCP socket
+ * for its acknowledgement before sleeping (0: the default, 50; negative:
+ * never; docs/benchmarks.md); "congestion" is the TCP congestion control of
+ * the data streams ("cubic", "reno", ...; empty: the system's; one the kernel
+ * lacks or does not allow fails mg_engine_create_backend); compression of TCP
+ * writes is described in docs/compression.md. */
 int mg_engine_create(const char *config_json, mg_engine_t *out);
 int mg_engine_destroy(mg_engine_t engine);
 /* Start the data plane; *actual receives the backend type in use. */

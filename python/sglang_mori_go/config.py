@@ -35,6 +35,8 @@ class IOEngineConfig:
     transfer_timeout_ms   MORI_GO_TRANSFER_TIMEOUT_MS     per-transfer timeout
     tcp_streams           MORI_GO_TCP_STREAMS             TCP streams per peer
     tcp_busy_poll_us      MORI_GO_TCP_BUSY_POLL_US        poll before sleeping
+    tcp_congestion        MORI_GO_TCP_CONGESTION          e.g. cubic (default:
+                                                          the system's)
     gpu                   MORI_GO_GPU                     auto | off | lib path
     node_id               MORI_NODE_ID                    node identity
     handshake_timeout_ms  MORI_GO_HANDSHAKE_TIMEOUT_MS    peer handshake bound
@@ -50,6 +52,13 @@ class IOEngineConfig:
     ``wait_all`` or ``Wait`` polls the TCP socket for its acknowledgement
     before sleeping (default 50; negative: never): a small transfer then
     wakes no idle core, for at most that much CPU per wait.
+
+    ``tcp_congestion`` is the TCP congestion control of the data streams
+    (``cubic``, ``reno``, ... as the kernel has them); unset, the system's.
+    Where the system's is ``bbr``, its pacing holds loopback and fast links
+    well below their speed: ``cubic`` is the usual choice in a data center
+    (docs/benchmarks.md). One the kernel lacks or does not allow the process
+    fails ``create_backend``.
 
     ``compression`` compresses TCP writes to peers that have it on too (a
     peer with it off gets them uncompressed); ``auto`` compresses only
@@ -77,6 +86,7 @@ class IOEngineConfig:
         transfer_timeout_ms: Optional[int] = None,
         tcp_streams: Optional[int] = None,
         tcp_busy_poll_us: Optional[int] = None,
+        tcp_congestion: Optional[str] = None,
         gpu: Optional[str] = None,
         node_id: Optional[str] = None,
         handshake_timeout_ms: Optional[int] = None,
@@ -96,6 +106,7 @@ class IOEngineConfig:
         self.transfer_timeout_ms = transfer_timeout_ms
         self.tcp_streams = tcp_streams
         self.tcp_busy_poll_us = tcp_busy_poll_us
+        self.tcp_congestion = tcp_congestion
         self.gpu = gpu
         self.node_id = node_id
         self.handshake_timeout_ms = handshake_timeout_ms

@@ -287,6 +287,9 @@ class IOEngine:
         poll = _pick(getattr(c, "tcp_busy_poll_us", None), _env_int("MORI_GO_TCP_BUSY_POLL_US"))
         if poll is not None:
             tcp["busy_poll_us"] = int(poll)
+        cc = _pick(getattr(c, "tcp_congestion", None), _env("MORI_GO_TCP_CONGESTION"))
+        if cc:
+            tcp["congestion"] = str(cc)
         comp = _pick(getattr(c, "compression", None), _env("MORI_GO_COMPRESSION"))
         if comp is not None:
             m = str(comp).lower()

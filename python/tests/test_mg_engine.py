@@ -355,17 +355,20 @@ def test_config_json_takes_environment(monkeypatch):
     monkeypatch.setattr(eng, "_default_log_level", None)
     for k, v in {"MORI_GO_BACKEND": "TCP", "MORI_RDMA_DEVICES": "mlx5_0,mlx5_1", "MORI_GO_SECRET": "abc",
                  "MORI_GO_LOG_LEVEL": "INFO", "MORI_GO_TRANSFER_TIMEOUT_MS": "1234", "MORI_GO_TCP_STREAMS": "3",
-                 "MORI_GO_TCP_BUSY_POLL_US": "-1", "MORI_GO_GPU": "off", "MORI_NODE_ID": "node-7"}.items():
+                 "MORI_GO_TCP_BUSY_POLL_US": "-1", "MORI_GO_TCP_CONGESTION": "cubic", "MORI_GO_GPU": "off",
+                 "MORI_NODE_ID": "node-7"}.items():
         monkeypatch.setenv(k, v)
     cfg = IOEngine._config_json("k", IOEngineConfig("10.0.0.1", 5555))
     assert cfg == {"key": "k", "host": "10.0.0.1", "port": 5555, "backend": "tcp", "rdma_devices": "mlx5_0,mlx5_1",
                    "secret": "abc", "gpu": "off", "node_id": "node-7", "log_level": "info",
-                   "transfer_timeout_ms": 1234, "tcp": {"streams": 3, "busy_poll_us": -1}}
-    cfg = IOEngine._config_json("k", IOEngineConfig(secret="x", tcp_streams=1, tcp_busy_poll_us=20, transfer_timeout_ms=9))
-    assert (cfg["secret"], cfg["tcp"], cfg["transfer_timeout_ms"]) == ("x", {"streams": 1, "busy_poll_us": 20}, 9)
+                   "transfer_timeout_ms": 1234, "tcp": {"streams": 3, "busy_poll_us": -1, "congestion": "cubic"}}
+    cfg = IOEngine._config_json("k", IOEngineConfig(secret="x", tcp_streams=1, tcp_busy_poll_us=20, transfer_timeout_ms=9,
+                                                    tcp_congestion="reno"))
+    assert (cfg["secret"], cfg["tcp"], cfg["transfer_timeout_ms"]) == (
+        "x", {"streams": 1, "busy_poll_us": 20, "congestion": "reno"}, 9)
     for k in ("MORI_GO_BACKEND", "MORI_RDMA_DEVICES", "MORI_GO_SECRET", "MORI_GO_LOG_LEVEL",
-              "MORI_GO_TRANSFER_TIMEOUT_MS", "MORI_GO_TCP_STREAMS", "MORI_GO_TCP_BUSY_POLL_US", "MORI_GO_GPU",
-              "MORI_NODE_ID"):
+              "MORI_GO_TRANSFER_TIMEOUT_MS", "MORI_GO_TCP_STREAMS", "MORI_GO_TCP_BUSY_POLL_US",
+              "MORI_GO_TCP_CONGESTION", "MORI_GO_GPU", "MORI_NODE_ID"):
         monkeypatch.delenv(k)
     assert IOEngine._config_json("k", IOEngineConfig()) == {"key": "k", "host": "", "port": 0}
     # The node id reaches the descriptor; the engine works as a context manager.
@@ -473,3 +476,28 @@ def test_allocate_transfer_uid_blocks_unique_across_threads():
     e.close()
     with pytest.raises(BadStateError):
         e.allocate_transfer_uid()
+
+
+def test_tcp_congestion_reaches_the_data_plane():
+    """tcp_congestion crosses the ABI: with one set the bytes arrive, and
+    one the kernel lacks fails create_backend and says so."""
+    from sglang_mori_go import InvalidArgsError
+
+    a = make_engine("cc-a", tcp_congestion="reno")
+    b = make_engine("cc-b", tcp_congestion="reno")
+    try:
+        src, dst = Buffer(4096, b"\x07" * 4096), Buffer(4096)
+        lmd, rmd = src.register(a), dst.register(b)
+        a.register_remote_engine(b.get_engine_desc())
+        st = a.write(lmd, 0, rmd, 0, 4096, a.allocate_transfer_uid())
+        assert st.Wait() == StatusCode.SUCCESS, st.Message()
+        assert dst.bytes() == src.bytes()
+    finally:
+        a.close()
+        b.close()
+    e = IOEngine(unique_key("cc-bad"), IOEngineConfig(host="127.0.0.1", port=0, tcp_congestion="no-such-cc"))
+    try:
+        with pytest.raises(InvalidArgsError, match='congestion control "no-such-cc" is not in this kernel'):
+            e.create_backend(BackendType.TCP)
+    finally:
+        e.close()

@@ -51,6 +51,14 @@ type Config struct {
 	ReadBuffer int
 	// MaxConns bounds the target's inbound streams (default 4096).
 	MaxConns int
+	// Congestion is the TCP congestion control of the streams the engine
+	// opens and accepts ("cubic", "reno", "bbr", ... as the kernel has
+	// them; TCP_CONGESTION); empty: the system's
+	// (net.ipv4.tcp_congestion_control). Where the system's is bbr, its
+	// pacing holds loopback and fast links well below their speed
+	// (congestion.go): cubic is the usual choice in a data center. A name
+	// the kernel lacks or does not allow the process fails New.
+	Congestion string
 	// Compression of write payloads to peers that offer it: "off" (the
 	// default), "s2", "zstd" or "auto" (compress while it pays); a target
 	// not "off" offers to decode them (transport/compress).
@@ -138,6 +146,9 @@ func Factory(c Config) func(core.BackendEnv, any) (core.Backend, error) {
 // New starts the data plane: it listens at once on env.Host.
 func New(cfg Config, env core.BackendEnv) (*Backend, error) {
 	cfg.fill()
+	if err := checkCongestion(cfg.Congestion); err != nil {
+		return nil, err
+	}
 	comp, err := newCompression(&cfg)
 	if err != nil {
 		return nil, err

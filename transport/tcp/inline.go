@@ -73,6 +73,41 @@ func (s *stream) writeNow(bufs net.Buffers) (net.Buffers, error) {
 	return bufs, nil
 }
 
+// writeAll writes bufs whole, as the stream's writer does: raw writev(2)
+// calls (rawsys.go), waiting in the netpoller while the socket is full.
+// An ordinary system call per write would tell the scheduler, whose
+// monitor thread then hands the writer's processor to another thread
+// whenever a large write's copy lasts over 20 µs, and keeps waking every
+// 20 µs while that goes on. Over TLS (no raw socket) it is bufs.WriteTo.
+// bufs is consumed.
+func (s *stream) writeAll(bufs net.Buffers) error {
+	if s.raw == nil {
+		_, err := bufs.WriteTo(s.c)
+		return err
+	}
+	var werr error
+	err := s.raw.Write(func(fd uintptr) bool {
+		for len(bufs) > 0 {
+			n, errno := s.writev(fd, bufs)
+			switch errno {
+			case 0:
+				bufs = advance(bufs, n)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false // wait for room (or the connection's close)
+			default:
+				werr = errno
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return err
+}
+
 // writev is one writev(2) of up to maxIovecs of bufs.
 func (s *stream) writev(fd uintptr, bufs net.Buffers) (int, syscall.Errno) {
 	iov := appendIovecs(s.iovecs[:0], bufs)
@@ -108,7 +143,7 @@ func (s *stream) newHandoff(rest net.Buffers, used []*core.Region) *handoff {
 // as the writer goroutine does, and releases what it held.
 func (s *stream) sendHandoff(h *handoff) error {
 	defer h.release()
-	if _, err := h.bufs.WriteTo(s.c); err != nil {
+	if err := s.writeAll(h.bufs); err != nil {
 		return s.connErr("write", err)
 	}
 	return nil

@@ -95,6 +95,10 @@ func (p *peer) dial() (*stream, error) {
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+		if err := setCongestion(tc, cfg.Congestion); err != nil {
+			c.Close()
+			return nil, core.Errorf(core.ErrConnection, "connect to engine %q at %s: %w", p.key, p.addr, err)
+		}
 	}
 	if p.b.env.TLS != nil {
 		c = tls.Client(c, p.b.env.TLS.Client) // handshakes on the first read

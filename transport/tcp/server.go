@@ -126,6 +126,9 @@ type connState struct {
 func (s *server) serve(c net.Conn) error {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+		if err := setCongestion(tc, s.cfg.Congestion); err != nil {
+			return err // checked by New: the kernel changed since
+		}
 	}
 	plain := c // the TCP connection under TLS, if any
 	c, err := s.secure(c)

@@ -38,7 +38,7 @@ func (s *stream) sendStaged(frames []*frame, device int) error {
 			}
 		}
 		s.iov = iov[:0]
-		if _, err := iov.WriteTo(s.c); err != nil {
+		if err := s.writeAll(iov); err != nil {
 			netErr = s.connErr("write", err)
 			return netErr
 		}

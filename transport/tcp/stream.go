@@ -313,7 +313,7 @@ func (s *stream) send(ready []*frame, bufs net.Buffers) error {
 		}
 		if end := ready[i].iov; end > done {
 			part := bufs[done:end]
-			if _, err := part.WriteTo(s.c); err != nil {
+			if err := s.writeAll(part); err != nil {
 				return s.connErr("write", err)
 			}
 			done = end
@@ -330,7 +330,7 @@ func (s *stream) send(ready []*frame, bufs net.Buffers) error {
 	}
 	if done < len(bufs) {
 		part := bufs[done:]
-		if _, err := part.WriteTo(s.c); err != nil {
+		if err := s.writeAll(part); err != nil {
 			return s.connErr("write", err)
 		}
 	}
