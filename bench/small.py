@@ -7,7 +7,8 @@ the latency breakdown of one 4 KiB write before and after.
 Reads what scripts/small-transfers.sh measured: bench/results/small.json
 (bench/run.py on the small-transfer workloads, one interleaved run),
 small-gap.json (one write with 20 µs of caller work between writes),
-small-haltpoll.json (the guest's idle polling on, a diagnostic) and
+small-haltpoll.json (the guest's idle polling on, a diagnostic),
+small-cubic.json (every system on cubic congestion control, a diagnostic) and
 bench/results/breakdown-{before,after}.md (scripts/latency-breakdown.sh at
 the commit before the work and at the current one, run in alternation).
 The section sits below bench/run.py's keep marker, between its own
@@ -168,6 +169,27 @@ def condition_rows(run: Run) -> List[str]:
     return out
 
 
+def cubic_rows(run: Run) -> List[str]:
+    """The workloads of the cubic pass: p50 per system and mori-go's
+    throughput over raw sockets', with the default run's ratio beside it."""
+    path = os.path.join(RESULTS, "small-cubic.json")
+    if not os.path.exists(path):
+        return ["(not measured: no bench/results/small-cubic.json)"]
+    cub = Run(path)
+    out = ["| workload | raw | mori-c | mori-py | mooncake | nixl | C ABI x raw (default run) | Python x raw "
+           "(default run) |", "|---" * 8 + "|"]
+    for w in sorted({w for (w, _) in cub.idx}, key=_order):
+        cells = [fmt_t(cub.p50(w, s)) if cub.p50(w, s) else "–" for s in SYSTEMS]
+        for s in ("mori-c", "mori-py"):
+            x, y = cub.p50(w, "raw"), cub.p50(w, s)
+            a, b = run.p50(w, "raw"), run.p50(w, s)
+            now = f"{x / y:.2f}x" if x and y else "–"
+            was = f"{a / b:.2f}x" if a and b else "–"
+            cells.append(f"{now} ({was})")
+        out.append(f"| {w} | " + " | ".join(cells) + " |")
+    return out
+
+
 def _order(name: str) -> Tuple[int, float, int]:
     # size sweep-like order: range size, then count, targets last
     parts = name.split()
@@ -236,6 +258,18 @@ def section() -> List[str]:
              "goes through the hypervisor.")
     L.append("")
     L += condition_rows(run)
+    L.append("")
+    L.append("### Every system on cubic congestion control (diagnostic)")
+    L.append("")
+    L.append("These VMs default to bbr (`net.ipv4.tcp_congestion_control`), which paces every stream with a "
+             "kernel timer per burst at the bandwidth it estimates, far below loopback's. "
+             "`scripts/small-transfers.sh` switches the default to cubic (Linux's own default) for one run of "
+             "these workloads and puts it back; every system's sockets then use it. p50 latency; the ratios are "
+             "throughput over raw sockets' in the same run (in brackets: the default run above). mori-go can "
+             "choose its streams' algorithm itself (`tcp.congestion`, Python `tcp_congestion` / "
+             "`MORI_GO_TCP_CONGESTION`); this pass does not use that.")
+    L.append("")
+    L += cubic_rows(run)
     L.append("")
     L.append("### Where the time of one 4 KiB write goes")
     L.append("")

@@ -6,7 +6,9 @@
 # section "Small transfers" of docs/benchmarks.md rewritten from them
 # (bench/small.py). Also: one write with 20 µs of caller work between writes
 # (bench/run.py --gap-us), and, as a diagnostic, with the guest kernel's idle
-# polling on for the run (root; put back at once; HALTPOLL=0 skips it).
+# polling on for the run, and with every system on cubic congestion control
+# instead of the system's (root; each put back at once; HALTPOLL=0, CUBIC=0
+# skip them).
 # About 15 minutes on a quiet 2-core machine.
 #
 #   scripts/small-transfers.sh              all of it
@@ -15,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${BEFORE:-9d80a35}
+CUBIC_WORKLOADS="=4 KiB x 1|=4 KiB x 10|=4 KiB x 1000|=4 KiB x 10000|=1 KiB x 8192|=4 KiB x 4096 over 4 targets|=1 MiB x 32|=1 MiB x 32 over 4 targets|=64 MiB x 1"
 results=bench/results
 mkdir -p "$results"
 source bench/setup.sh
@@ -46,6 +49,22 @@ if [[ -z ${SKIP_BENCH:-} ]]; then
     trap - EXIT
   else
     rm -f "$results/small-haltpoll.json"
+  fi
+  # Diagnostic: every system with cubic congestion control (the system's
+  # default, bbr on these VMs, switched for the run and put back). bbr paces
+  # each stream with a kernel timer per burst at the bandwidth it estimates,
+  # far below loopback's. CUBIC=0 skips it; skipped where it cannot be set.
+  cc=/proc/sys/net/ipv4/tcp_congestion_control
+  if [[ ${CUBIC:-1} != 0 && -w $cc && $(cat "$cc") != cubic ]] && grep -qw cubic /proc/sys/net/ipv4/tcp_available_congestion_control; then
+    was=$(cat "$cc")
+    trap 'echo "$was" >"$cc"' EXIT
+    echo cubic >"$cc"
+    build/bench-venv/bin/python bench/run.py --only "$CUBIC_WORKLOADS" --no-conns --no-progress --no-doc \
+      --cell-time "${CELL_TIME:-2}" --rounds "${ROUNDS:-4}" --json "$results/small-cubic.json" || true
+    echo "$was" >"$cc"
+    trap - EXIT
+  else
+    rm -f "$results/small-cubic.json"
   fi
 fi
 
