@@ -47,30 +47,11 @@ const maxIovecs = 1024
 // writeNow writes as much of bufs as the socket takes without waiting and
 // returns the rest (empty when all of it went).
 func (s *stream) writeNow(bufs net.Buffers) (net.Buffers, error) {
-	var werr error
-	err := s.raw.Write(func(fd uintptr) bool {
-		for len(bufs) > 0 {
-			n, errno := s.writev(fd, bufs)
-			switch errno {
-			case 0:
-				bufs = advance(bufs, n)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return true // the socket is full: the writer goroutine goes on
-			default:
-				werr = errno
-				return true
-			}
-		}
-		return true
-	})
-	if err == nil {
-		err = werr
-	}
+	rest, err := s.writeRaw(bufs, false)
 	if err != nil {
 		return nil, s.connErr("write", err)
 	}
-	return bufs, nil
+	return rest, nil
 }
 
 // writeAll writes bufs whole, as the stream's writer does: raw writev(2)
@@ -85,6 +66,14 @@ func (s *stream) writeAll(bufs net.Buffers) error {
 		_, err := bufs.WriteTo(s.c)
 		return err
 	}
+	_, err := s.writeRaw(bufs, true)
+	return err
+}
+
+// writeRaw writes bufs with raw writev(2) calls on the socket until all
+// of it went or, when the socket is full, returns the rest (wait false) or
+// waits in the netpoller for room (wait true).
+func (s *stream) writeRaw(bufs net.Buffers, wait bool) (net.Buffers, error) {
 	var werr error
 	err := s.raw.Write(func(fd uintptr) bool {
 		for len(bufs) > 0 {
@@ -94,7 +83,7 @@ func (s *stream) writeAll(bufs net.Buffers) error {
 				bufs = advance(bufs, n)
 			case syscall.EINTR:
 			case syscall.EAGAIN:
-				return false // wait for room (or the connection's close)
+				return !wait // full: hand the rest back, or wait for room (or the close)
 			default:
 				werr = errno
 				return true
@@ -105,7 +94,7 @@ func (s *stream) writeAll(bufs net.Buffers) error {
 	if err == nil {
 		err = werr
 	}
-	return err
+	return bufs, err
 }
 
 // writev is one writev(2) of up to maxIovecs of bufs.
