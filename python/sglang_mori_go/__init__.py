@@ -14,8 +14,8 @@ process, costs almost nothing.
 Environment variables (read when an :class:`IOEngine` is created):
 MORI_GO_BACKEND (auto|tcp|rdma), MORI_RDMA_DEVICES, MORI_GO_SECRET,
 MORI_GO_LOG_LEVEL, MORI_GO_TRANSFER_TIMEOUT_MS, MORI_GO_TCP_STREAMS,
-MORI_GO_TCP_BUSY_POLL_US, MORI_GO_TCP_CONGESTION, MORI_GO_GPU, MORI_NODE_ID, MORI_GO_COMPRESSION (off|s2|zstd|auto),
-MORI_GO_COMPRESS_ELEM_SIZE. MORI_GO_LIBRARY (read at first load) overrides
+MORI_GO_TCP_BUSY_POLL_US, MORI_GO_TCP_CONGESTION, MORI_GO_GPU, MORI_NODE_ID,
+MORI_GO_COMPRESSION (off|s2|zstd|auto), MORI_GO_COMPRESS_ELEM_SIZE. MORI_GO_LIBRARY (read at first load) overrides
 the library path. MORI_GO_DISABLE_SHIM=1 and MORI_GO_SHADOW_MORI=1 control
 the ``mori`` import shim (see :mod:`sglang_mori_go._hook`).
 """

@@ -16,8 +16,9 @@ import (
 // leaves each socket with the system's choice. Hosts that default to bbr
 // pace every stream with a kernel timer per burst, at the bandwidth bbr
 // estimates; on loopback and fast data-center links it estimates far
-// below the link, and large transfers ran at 0.6-0.8 of cubic's speed on
-// the machines measured (docs/benchmarks.md, Small transfers).
+// below the link, and transfers of megabytes took up to twice as long as
+// with cubic on the machines measured, each timer an interrupt through
+// the hypervisor there (docs/benchmarks.md, Small transfers).
 
 // checkCongestion tries name on a throwaway socket, so that a name the
 // kernel lacks or does not allow this process fails New, with the
