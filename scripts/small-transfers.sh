@@ -22,18 +22,35 @@ results=bench/results
 mkdir -p "$results"
 source bench/setup.sh
 bench_setup full
+# run_bench OUT ARGS...: one interleaved run of bench/run.py into
+# $results/OUT.
+run_bench() {
+  local out=$1
+  shift
+  build/bench-venv/bin/python bench/run.py --no-conns --no-progress --cell-time "${CELL_TIME:-2}" \
+    --rounds "${ROUNDS:-4}" --json "$results/$out" "$@"
+}
+# with_setting FILE VALUE OUT ONLY: run_bench of the workloads ONLY with the
+# kernel setting FILE at VALUE, put back at once (also if interrupted).
+with_setting() {
+  local file=$1 value=$2 out=$3 only=$4 was
+  was=$(cat "$file")
+  trap 'echo "$was" >"$file"' EXIT
+  echo "$value" >"$file"
+  run_bench "$out" --only "$only" --no-doc || true
+  echo "$was" >"$file"
+  trap - EXIT
+}
 if [[ -z ${SKIP_BENCH:-} ]]; then
   if [[ -f $results/small.json ]]; then
     mv "$results/small.json" "$results/small-previous.json"
   fi
-  build/bench-venv/bin/python bench/run.py --only "4 KiB x|1 KiB x 8192|MiB x" --no-conns --no-progress \
-    --cell-time "${CELL_TIME:-2}" --rounds "${ROUNDS:-4}" --json "$results/small.json"
+  run_bench small.json --only "4 KiB x|1 KiB x 8192|MiB x"
   # One write with the caller's own work between writes: every initiator
   # spins 20 µs before each batch (outside its time), as a caller does
   # between requests; the back-to-back loop above gives the other side no
   # time to fall asleep.
-  build/bench-venv/bin/python bench/run.py --only "=4 KiB x 1|=4 KiB x 10" --gap-us 20 --no-conns --no-progress \
-    --no-doc --cell-time "${CELL_TIME:-2}" --rounds "${ROUNDS:-4}" --json "$results/small-gap.json"
+  run_bench small-gap.json --only "=4 KiB x 1|=4 KiB x 10" --gap-us 20 --no-doc
   # Diagnostic: the same with the guest kernel's idle polling on
   # (cpuidle-haltpoll's guest_halt_poll_ns, 0 on these VMs, 200000 the
   # kernel's default), which keeps an idle vCPU from halting for 200 µs, so
@@ -41,12 +58,7 @@ if [[ -z ${SKIP_BENCH:-} ]]; then
   # at once. HALTPOLL=0 skips it; skipped where the knob is absent or set.
   knob=/sys/module/haltpoll/parameters/guest_halt_poll_ns
   if [[ ${HALTPOLL:-1} != 0 && -w $knob && $(cat "$knob") == 0 ]]; then
-    trap 'echo 0 >"$knob"' EXIT
-    echo 200000 >"$knob"
-    build/bench-venv/bin/python bench/run.py --only "=4 KiB x 1|=4 KiB x 10" --no-conns --no-progress --no-doc \
-      --cell-time "${CELL_TIME:-2}" --rounds "${ROUNDS:-4}" --json "$results/small-haltpoll.json" || true
-    echo 0 >"$knob"
-    trap - EXIT
+    with_setting "$knob" 200000 small-haltpoll.json "=4 KiB x 1|=4 KiB x 10"
   else
     rm -f "$results/small-haltpoll.json"
   fi
@@ -56,13 +68,7 @@ if [[ -z ${SKIP_BENCH:-} ]]; then
   # far below loopback's. CUBIC=0 skips it; skipped where it cannot be set.
   cc=/proc/sys/net/ipv4/tcp_congestion_control
   if [[ ${CUBIC:-1} != 0 && -w $cc && $(cat "$cc") != cubic ]] && grep -qw cubic /proc/sys/net/ipv4/tcp_available_congestion_control; then
-    was=$(cat "$cc")
-    trap 'echo "$was" >"$cc"' EXIT
-    echo cubic >"$cc"
-    build/bench-venv/bin/python bench/run.py --only "$CUBIC_WORKLOADS" --no-conns --no-progress --no-doc \
-      --cell-time "${CELL_TIME:-2}" --rounds "${ROUNDS:-4}" --json "$results/small-cubic.json" || true
-    echo "$was" >"$cc"
-    trap - EXIT
+    with_setting "$cc" cubic small-cubic.json "$CUBIC_WORKLOADS"
   else
     rm -f "$results/small-cubic.json"
   fi

@@ -35,7 +35,7 @@ def _call(p: subprocess.Popen, line: str) -> str:
 def test_bench_worker_spins_the_gap_outside_each_batch_time(tmp_path):
     """bench/run.py --gap-us: the initiator spins GAP_US before each batch
     and leaves it out of the batch's time; the bytes still arrive."""
-    np = pytest.importorskip("numpy")
+    pytest.importorskip("numpy")  # the worker needs it
     sys.path.insert(0, os.path.join(REPO, "bench"))
     try:
         import workloads
@@ -66,7 +66,6 @@ def test_bench_worker_spins_the_gap_outside_each_batch_time(tmp_path):
         r = _call(init, "run 2")  # no gap: back to back, as before
         assert r.startswith("ok ") and len(r.split()) == 3, r
         assert _call(tgt, f"check {layout} 0") == "ok"
-        assert np is not None
     finally:
         for p in (init, tgt):
             if p is not None:
